@@ -1,0 +1,524 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Atomic operations on a shared writable buffer, in the emulated byte order.
+
+`Atomics(buf, byte_order)` binds to a writable buffer (the machine's mmap) and
+holds its buffer export until `release()`, so the mapping cannot be closed
+underneath it.  Every offset is checked for bounds and natural alignment
+before a pointer is formed: a bad offset raises, it never crashes.  The GIL is
+released around each hardware operation and in every spin loop.
+
+`SpinLockOps` is the kernel's spinlock over those bytes: the arch lock word
+(ticket or token), GENERIC_LOCKBREAK's break_lock and DEBUG_SPINLOCK's magic,
+owner_cpu and owner, at offsets the layout engine supplies.
+"""
+
+from libc.stdint cimport uint64_t, int64_t, uint32_t
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
+
+cdef extern from "Python.h":
+    unsigned long long PyLong_AsUnsignedLongLong(object) except? -1
+    long long PyLong_AsLongLong(object) except? -1
+
+cdef extern from "ksm_atomic.h" nogil:
+    uint64_t ko_bswap(uint64_t v, int size)
+    uint64_t ko_mask(int size)
+    uint64_t ko_load(char *p, int size, int swap, int order)
+    void ko_store(char *p, int size, int swap, uint64_t v, int order)
+    uint64_t ko_xchg(char *p, int size, int swap, uint64_t v, int order)
+    uint64_t ko_cas(char *p, int size, int swap, uint64_t expected, uint64_t desired, int order)
+    uint64_t ko_fetch_op(char *p, int size, int swap, int op, uint64_t v, int order)
+    void ko_relax(uint64_t spins)
+    enum:
+        KO_SPINLOCK_MAGIC
+        KO_ADD
+        KO_AND
+        KO_OR
+        KO_XOR
+        __ATOMIC_RELAXED
+        __ATOMIC_CONSUME
+        __ATOMIC_ACQUIRE
+        __ATOMIC_RELEASE
+        __ATOMIC_ACQ_REL
+        __ATOMIC_SEQ_CST
+
+RELAXED = __ATOMIC_RELAXED
+ACQUIRE = __ATOMIC_ACQUIRE
+RELEASE = __ATOMIC_RELEASE
+ACQ_REL = __ATOMIC_ACQ_REL
+SEQ_CST = __ATOMIC_SEQ_CST
+_ORDERS = {RELAXED: "relaxed", ACQUIRE: "acquire", RELEASE: "release",
+           ACQ_REL: "acq_rel", SEQ_CST: "seq_cst"}
+
+cdef extern from *:
+    """
+    static int ko_host_big(void) { const uint16_t x = 1; return *(const uint8_t *)&x == 0; }
+    """
+    int ko_host_big()
+
+SPINLOCK_MAGIC = 0xdead4ead
+
+
+class SpinBug(RuntimeError):
+    """lib/spinlock_debug.c's spin_bug(): a debug check on a spinlock failed."""
+
+
+class SpinLockup(TimeoutError):
+    """A spin wait exceeded its budget (the kernel would print 'spinlock lockup')."""
+
+
+cdef inline int _check_order(int order, bint is_load, bint is_store) except -1:
+    if order not in _ORDERS:
+        raise ValueError(f"unknown memory order {order}; use RELAXED, ACQUIRE, RELEASE, ACQ_REL or SEQ_CST")
+    if is_load and (order == __ATOMIC_RELEASE or order == __ATOMIC_ACQ_REL):
+        raise ValueError(f"a load cannot have {_ORDERS[order]} order")
+    if is_store and (order == __ATOMIC_ACQUIRE or order == __ATOMIC_ACQ_REL):
+        raise ValueError(f"a store cannot have {_ORDERS[order]} order")
+    return 0
+
+
+cdef inline uint64_t _to_bits(object v, int size) except? 0x7FFFFFFFFFFFFFF1:
+    """A Python int as the field's bits; signed or unsigned, checked for range."""
+    cdef unsigned long long u
+    cdef long long s
+    if v >= 0:
+        try:
+            u = PyLong_AsUnsignedLongLong(v)
+        except OverflowError:
+            raise OverflowError(f"{v} does not fit a {size}-byte field") from None
+        if size < 8 and u > ko_mask(size):
+            raise OverflowError(f"{v} does not fit a {size}-byte field")
+        return u
+    try:
+        s = PyLong_AsLongLong(v)
+    except OverflowError:
+        raise OverflowError(f"{v} does not fit a {size}-byte field") from None
+    if size < 8 and s < -(<long long>1 << (8 * size - 1)):
+        raise OverflowError(f"{v} does not fit a {size}-byte field")
+    return (<uint64_t>s) & ko_mask(size)
+
+
+cdef inline object _from_bits(uint64_t u, int size, bint signed):
+    if signed and size < 8 and (u >> (8 * size - 1)) & 1:
+        return <long long>(u | ~ko_mask(size))
+    if signed:
+        return <long long>u
+    return u
+
+
+cdef class Atomics:
+    """Atomic load/store/xchg/cas/fetch_* on fields of a writable buffer.
+
+    `byte_order` is the emulated machine's ("little" or "big"); every op may
+    override it per call with `big=True/False`.  Values are Python ints;
+    `signed=True` reads a field as two's complement.  `cas` returns the value
+    it found, as the kernel's cmpxchg does: it swapped iff that equals
+    `expected`.
+    """
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef char *base
+    cdef readonly Py_ssize_t length
+    cdef readonly bint big
+    cdef bint host_big
+
+    def __cinit__(self, object buf, str byte_order="little"):
+        if byte_order not in ("little", "big"):
+            raise ValueError(f"byte_order must be 'little' or 'big', not {byte_order!r}")
+        PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE | PyBUF_SIMPLE)
+        self.has_view = True
+        self.base = <char *>self.view.buf
+        self.length = self.view.len
+        self.big = byte_order == "big"
+        self.host_big = ko_host_big()
+
+    def __dealloc__(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+
+    def release(self):
+        """Give the buffer back (the mapping may be closed after this)."""
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            self.base = NULL
+            self.length = 0
+
+    @property
+    def byte_order(self):
+        return "big" if self.big else "little"
+
+    cdef inline char *ptr(self, Py_ssize_t off, int size) except NULL:
+        if size != 1 and size != 2 and size != 4 and size != 8:
+            raise ValueError(f"field size must be 1, 2, 4 or 8 bytes, not {size}")
+        if not self.has_view:
+            raise ValueError("atomics released: the buffer is no longer bound")
+        if off < 0 or off > self.length - size:
+            raise IndexError(f"offset {off} (+{size}) out of bounds of a {self.length}-byte buffer")
+        if (<size_t>(self.base + off)) & (size - 1):
+            raise ValueError(f"offset {off} is not aligned for a {size}-byte field")
+        return self.base + off
+
+    cdef inline int swap(self, object big):
+        if big is None:
+            return self.big != self.host_big
+        return (<bint>big) != self.host_big
+
+    def load(self, Py_ssize_t off, int size, bint signed=False, int order=SEQ_CST, big=None):
+        cdef char *p = self.ptr(off, size)
+        cdef int sw = self.swap(big)
+        cdef uint64_t r
+        if order != SEQ_CST:
+            _check_order(order, True, False)
+        with nogil:
+            r = ko_load(p, size, sw, order)
+        return _from_bits(r, size, signed)
+
+    def store(self, Py_ssize_t off, int size, object value, int order=SEQ_CST, big=None):
+        cdef char *p = self.ptr(off, size)
+        cdef uint64_t v = _to_bits(value, size)
+        cdef int sw = self.swap(big)
+        if order != SEQ_CST:
+            _check_order(order, False, True)
+        with nogil:
+            ko_store(p, size, sw, v, order)
+
+    def xchg(self, Py_ssize_t off, int size, object value, bint signed=False, int order=SEQ_CST, big=None):
+        cdef char *p = self.ptr(off, size)
+        cdef uint64_t v = _to_bits(value, size)
+        cdef int sw = self.swap(big)
+        cdef uint64_t r
+        if order != SEQ_CST:
+            _check_order(order, False, False)
+        with nogil:
+            r = ko_xchg(p, size, sw, v, order)
+        return _from_bits(r, size, signed)
+
+    def cas(self, Py_ssize_t off, int size, object expected, object desired, bint signed=False,
+            int order=SEQ_CST, big=None):
+        cdef char *p = self.ptr(off, size)
+        cdef uint64_t e = _to_bits(expected, size)
+        cdef uint64_t d = _to_bits(desired, size)
+        cdef int sw = self.swap(big)
+        cdef uint64_t r
+        if order != SEQ_CST:
+            _check_order(order, False, False)
+        with nogil:
+            r = ko_cas(p, size, sw, e, d, order)
+        return _from_bits(r, size, signed)
+
+    cdef object _fetch(self, Py_ssize_t off, int size, int op, object value, bint signed, int order, object big):
+        cdef char *p = self.ptr(off, size)
+        cdef uint64_t v = _to_bits(value, size)
+        cdef int sw = self.swap(big)
+        cdef uint64_t r
+        if order != SEQ_CST:
+            _check_order(order, False, False)
+        with nogil:
+            r = ko_fetch_op(p, size, sw, op, v, order)
+        return _from_bits(r, size, signed)
+
+    def fetch_add(self, Py_ssize_t off, int size, object delta, bint signed=False, int order=SEQ_CST, big=None):
+        """Add `delta` (negative subtracts), wrapping at the field width; return the old value."""
+        return self._fetch(off, size, KO_ADD, delta, signed, order, big)
+
+    def fetch_and(self, Py_ssize_t off, int size, object mask, bint signed=False, int order=SEQ_CST, big=None):
+        return self._fetch(off, size, KO_AND, mask, signed, order, big)
+
+    def fetch_or(self, Py_ssize_t off, int size, object mask, bint signed=False, int order=SEQ_CST, big=None):
+        return self._fetch(off, size, KO_OR, mask, signed, order, big)
+
+    def fetch_xor(self, Py_ssize_t off, int size, object mask, bint signed=False, int order=SEQ_CST, big=None):
+        return self._fetch(off, size, KO_XOR, mask, signed, order, big)
+
+    # -- the kernel's atomic_t helpers (4-byte signed counter) ------------
+    def atomic_read(self, Py_ssize_t off):
+        return self.load(off, 4, True)
+
+    def atomic_set(self, Py_ssize_t off, int value):
+        self.store(off, 4, value)
+
+    def atomic_inc_not_zero(self, Py_ssize_t off):
+        """Increment unless zero (get_page_unless_zero); True if incremented."""
+        cdef char *p = self.ptr(off, 4)
+        cdef int sw = self.swap(None)
+        cdef int ok
+        with nogil:
+            ok = _inc_not_zero(p, sw)
+        return bool(ok)
+
+    def atomic_dec_and_test(self, Py_ssize_t off):
+        """Decrement; True if the result is zero (put_page_testzero)."""
+        cdef char *p = self.ptr(off, 4)
+        cdef int sw = self.swap(None)
+        cdef uint64_t old
+        with nogil:
+            old = ko_fetch_op(p, 4, sw, KO_ADD, ko_mask(4), __ATOMIC_SEQ_CST)
+        return old == 1
+
+    def atomic_cmpxchg(self, Py_ssize_t off, int old, int new):
+        """cmpxchg on an atomic_t; page_freeze_refs(page, n) is cmpxchg(n, 0) == n."""
+        return self.cas(off, 4, old, new, True)
+
+    def loop_cas_increment(self, Py_ssize_t off, int size, Py_ssize_t n):
+        """n CAS-loop increments of one field without the GIL (benchmarks, tests)."""
+        cdef char *p = self.ptr(off, size)
+        cdef int sw = self.swap(None)
+        cdef Py_ssize_t i
+        cdef uint64_t old, seen, m = ko_mask(size)
+        with nogil:
+            for i in range(n):
+                old = ko_load(p, size, sw, __ATOMIC_RELAXED)
+                while True:
+                    seen = ko_cas(p, size, sw, old, (old + 1) & m, __ATOMIC_SEQ_CST)
+                    if seen == old:
+                        break
+                    old = seen
+
+
+cdef inline int _inc_not_zero(char *p, int sw) nogil:
+    cdef uint64_t c = ko_load(p, 4, sw, __ATOMIC_RELAXED), seen
+    while c != 0:
+        seen = ko_cas(p, 4, sw, c, (c + 1) & ko_mask(4), __ATOMIC_SEQ_CST)
+        if seen == c:
+            return 1
+        c = seen
+    return 0
+
+
+# --- spinlock_t -------------------------------------------------------------
+
+cdef enum LockKind:
+    LK_NONE = 0     # UP without DEBUG_SPINLOCK: an empty struct
+    LK_TOKEN = 1    # CAS free -> held value
+    LK_TICKET = 2   # take a ticket, wait until it is served
+
+
+cdef class SpinLockOps:
+    """spin_lock_init / spin_lock / spin_trylock / spin_unlock on a spinlock_t.
+
+    Built by emu.ptlock from the layout of the current config; every method
+    takes the byte offset of the spinlock_t (page->ptl) in the buffer.
+    """
+    cdef Atomics a
+    cdef int kind, lock_rel, lock_size, swap, word, align
+    cdef uint64_t free_val, token_base, tk_mask
+    cdef bint token_cpu
+    cdef int tk_shift
+    cdef int break_rel, magic_rel, owner_cpu_rel, owner_rel
+    cdef int dep_cpu_rel, dep_ip_rel
+    cdef bint lockbreak
+    cdef readonly int span  # bytes of the spinlock_t
+    cdef uint64_t dep_ip
+
+    def __init__(self, Atomics atomics, *, str kind, int word, int span, int lock_rel=0,
+                 int lock_size=0, uint64_t free_val=0, uint64_t token_base=0,
+                 bint token_cpu=False, int ticket_shift=0, int ticket_bits=0,
+                 int break_rel=-1, int magic_rel=-1, int owner_cpu_rel=-1, int owner_rel=-1,
+                 int dep_cpu_rel=-1, int dep_ip_rel=-1, uint64_t dep_ip=0, bint lockbreak=True):
+        kinds = {"none": LK_NONE, "token": LK_TOKEN, "ticket": LK_TICKET}
+        if kind not in kinds:
+            raise ValueError(f"lock kind must be one of {', '.join(kinds)}, not {kind!r}")
+        if word not in (4, 8):
+            raise ValueError(f"word size must be 4 or 8, not {word}")
+        self.a = atomics
+        self.kind = kinds[kind]
+        self.word, self.span, self.align = word, span, 1
+        self.lock_rel, self.lock_size = lock_rel, lock_size
+        self.swap = atomics.big != atomics.host_big
+        self.free_val, self.token_base, self.token_cpu = free_val, token_base, token_cpu
+        self.tk_shift = ticket_shift
+        self.tk_mask = ((<uint64_t>1 << ticket_bits) - 1) if ticket_bits else 0
+        self.break_rel, self.magic_rel = break_rel, magic_rel
+        self.owner_cpu_rel, self.owner_rel = owner_cpu_rel, owner_rel
+        self.dep_cpu_rel, self.dep_ip_rel, self.dep_ip = dep_cpu_rel, dep_ip_rel, dep_ip
+        # BUILD_LOCK_OPS writes break_lock only without DEBUG_LOCK_ALLOC
+        self.lockbreak = lockbreak and break_rel >= 0
+        if (magic_rel < 0) != (owner_cpu_rel < 0) or (magic_rel < 0) != (owner_rel < 0):
+            raise ValueError("magic, owner_cpu and owner come together (DEBUG_SPINLOCK)")
+        # Check the layout once: each field inside the lock and naturally
+        # aligned relative to it; then one bounds+alignment check per call.
+        fields = [(break_rel, 4), (magic_rel, 4), (owner_cpu_rel, 4), (owner_rel, word),
+                  (dep_cpu_rel, 4), (dep_ip_rel, word)]
+        if self.kind != LK_NONE:
+            if lock_size not in (1, 2, 4, 8):
+                raise ValueError(f"lock word size must be 1, 2, 4 or 8, not {lock_size}")
+            fields.append((lock_rel, lock_size))
+        for rel, sz in fields:
+            if rel < 0:
+                continue
+            if rel + sz > span or rel % sz:
+                raise ValueError(f"spinlock field at +{rel} ({sz} bytes) is outside the "
+                                 f"{span}-byte lock or misaligned")
+            self.align = max(self.align, sz)
+
+    cdef inline char *base(self, Py_ssize_t off) except NULL:
+        if not self.a.has_view:
+            raise ValueError("atomics released: the buffer is no longer bound")
+        if off < 0 or off > self.a.length - self.span:
+            raise IndexError(f"spinlock at {off} (+{self.span}) out of bounds of a "
+                             f"{self.a.length}-byte buffer")
+        if (<size_t>(self.a.base + off)) % self.align:
+            raise ValueError(f"spinlock offset {off} is not {self.align}-byte aligned")
+        return self.a.base + off
+
+    cdef inline uint64_t held_val(self, int cpu) nogil:
+        if self.token_cpu:
+            return self.token_base | <uint32_t>cpu
+        return self.token_base
+
+    def spin_lock_init(self, Py_ssize_t off, int cpu=0):
+        """spin_lock_init: the unlocked lock word, break_lock 0, debug fields, lockdep map."""
+        cdef char *p = self.base(off)
+        if self.kind != LK_NONE:
+            ko_store(p + self.lock_rel, self.lock_size, self.swap, self.free_val, __ATOMIC_RELEASE)
+        if self.break_rel >= 0:
+            ko_store(p + self.break_rel, 4, self.swap, 0, __ATOMIC_RELAXED)
+        if self.magic_rel >= 0:
+            ko_store(p + self.magic_rel, 4, self.swap, KO_SPINLOCK_MAGIC, __ATOMIC_RELAXED)
+            ko_store(p + self.owner_cpu_rel, 4, self.swap, ko_mask(4), __ATOMIC_RELAXED)
+            ko_store(p + self.owner_rel, self.word, self.swap, ko_mask(self.word), __ATOMIC_RELEASE)
+        if self.dep_cpu_rel >= 0:
+            ko_store(p + self.dep_cpu_rel, 4, self.swap, <uint32_t>cpu, __ATOMIC_RELAXED)
+
+    def spin_is_locked(self, Py_ssize_t off):
+        cdef char *p = self.base(off)
+        return bool(self._locked(p))
+
+    cdef inline int _locked(self, char *p) nogil:
+        cdef uint64_t v
+        if self.kind == LK_NONE:
+            return 0
+        v = ko_load(p + self.lock_rel, self.lock_size, self.swap, __ATOMIC_ACQUIRE)
+        if self.kind == LK_TICKET:
+            return (v & self.tk_mask) != ((v >> self.tk_shift) & self.tk_mask)
+        return v != self.free_val
+
+    cdef inline int _raw_trylock(self, char *p, int cpu) nogil:
+        cdef uint64_t v, nv
+        cdef char *lk = p + self.lock_rel
+        if self.kind == LK_NONE:
+            return 1
+        if self.kind == LK_TOKEN:
+            return ko_cas(lk, self.lock_size, self.swap, self.free_val, self.held_val(cpu),
+                          __ATOMIC_ACQUIRE) == self.free_val
+        v = ko_load(lk, self.lock_size, self.swap, __ATOMIC_RELAXED)
+        if (v & self.tk_mask) != ((v >> self.tk_shift) & self.tk_mask):
+            return 0
+        nv = self._next_ticket(v)
+        return ko_cas(lk, self.lock_size, self.swap, v, nv, __ATOMIC_ACQUIRE) == v
+
+    cdef inline uint64_t _next_ticket(self, uint64_t v) nogil:
+        # next += 1 within its own bits: the x86 xaddw / mips ll-sc semantics
+        cdef uint64_t nxt = ((v >> self.tk_shift) + 1) & self.tk_mask
+        return (v & ~(self.tk_mask << self.tk_shift)) | (nxt << self.tk_shift)
+
+    cdef int _raw_lock(self, char *p, int cpu, uint64_t max_spins) nogil:
+        """Take the raw lock; 0 on success, -1 when max_spins ran out."""
+        cdef uint64_t v, seen, ticket, spins = 0
+        cdef char *lk = p + self.lock_rel
+        cdef int sized = self.lock_size
+        if self.kind == LK_NONE:
+            return 0
+        if self.kind == LK_TOKEN:
+            while True:
+                if ko_load(lk, sized, self.swap, __ATOMIC_RELAXED) == self.free_val:
+                    if ko_cas(lk, sized, self.swap, self.free_val, self.held_val(cpu),
+                              __ATOMIC_ACQUIRE) == self.free_val:
+                        return 0
+                if self.lockbreak:
+                    # GENERIC_LOCKBREAK: a waiter on a held lock says so
+                    if ko_load(p + self.break_rel, 4, self.swap, __ATOMIC_RELAXED) == 0:
+                        ko_store(p + self.break_rel, 4, self.swap, 1, __ATOMIC_RELAXED)
+                spins += 1
+                if max_spins and spins >= max_spins:
+                    return -1
+                ko_relax(spins)
+        # ticket: take one, then wait to be served (not abandonable once taken)
+        v = ko_load(lk, sized, self.swap, __ATOMIC_RELAXED)
+        while True:
+            seen = ko_cas(lk, sized, self.swap, v, self._next_ticket(v), __ATOMIC_ACQUIRE)
+            if seen == v:
+                break
+            v = seen
+        ticket = (v >> self.tk_shift) & self.tk_mask
+        while (ko_load(lk, sized, self.swap, __ATOMIC_ACQUIRE) & self.tk_mask) != ticket:
+            spins += 1
+            ko_relax(spins)
+        return 0
+
+    cdef void _raw_unlock(self, char *p) nogil:
+        cdef uint64_t v, seen, nv
+        cdef char *lk = p + self.lock_rel
+        if self.kind == LK_NONE:
+            return
+        if self.kind == LK_TOKEN:
+            ko_store(lk, self.lock_size, self.swap, self.free_val, __ATOMIC_RELEASE)
+            return
+        v = ko_load(lk, self.lock_size, self.swap, __ATOMIC_RELAXED)
+        while True:  # now serving += 1 within its own bits (x86 incb/incw)
+            nv = (v & ~self.tk_mask) | ((v + 1) & self.tk_mask)
+            seen = ko_cas(lk, self.lock_size, self.swap, v, nv, __ATOMIC_RELEASE)
+            if seen == v:
+                return
+            v = seen
+
+    cdef void _after_acquire(self, char *p, int cpu, uint64_t task) nogil:
+        cdef int word = self.word
+        if self.lockbreak:  # the acquirer resets break_lock
+            ko_store(p + self.break_rel, 4, self.swap, 0, __ATOMIC_RELAXED)
+        if self.magic_rel >= 0:  # debug_spin_lock_after
+            ko_store(p + self.owner_cpu_rel, 4, self.swap, <uint32_t>cpu, __ATOMIC_RELAXED)
+            ko_store(p + self.owner_rel, word, self.swap, task, __ATOMIC_RELAXED)
+        if self.dep_cpu_rel >= 0:  # LOCK_STAT lock_acquired: cpu and ip
+            ko_store(p + self.dep_cpu_rel, 4, self.swap, <uint32_t>cpu, __ATOMIC_RELAXED)
+            ko_store(p + self.dep_ip_rel, word, self.swap, self.dep_ip, __ATOMIC_RELAXED)
+
+    cdef int _debug_before(self, char *p, int cpu, uint64_t task) except -1:
+        cdef int word = self.word
+        if self.magic_rel < 0:
+            return 0
+        if ko_load(p + self.magic_rel, 4, self.swap, __ATOMIC_RELAXED) != KO_SPINLOCK_MAGIC:
+            raise SpinBug(f"BUG: spinlock bad magic on CPU#{cpu}")
+        if ko_load(p + self.owner_rel, word, self.swap, __ATOMIC_RELAXED) == task:
+            raise SpinBug(f"BUG: spinlock recursion on CPU#{cpu}")
+        if ko_load(p + self.owner_cpu_rel, 4, self.swap, __ATOMIC_RELAXED) == <uint32_t>cpu:
+            raise SpinBug(f"BUG: spinlock cpu recursion on CPU#{cpu}")
+        return 0
+
+    def spin_lock(self, Py_ssize_t off, int cpu, uint64_t task, uint64_t max_spins=0):
+        """Spin until the lock is ours; raise SpinLockup after max_spins (0: no limit)."""
+        cdef char *p = self.base(off)
+        cdef int r
+        self._debug_before(p, cpu, task)
+        with nogil:
+            r = self._raw_lock(p, cpu, max_spins)
+            if r == 0:
+                self._after_acquire(p, cpu, task)
+        if r:
+            raise SpinLockup(f"BUG: spinlock lockup on CPU#{cpu} after {max_spins} spins")
+
+    def spin_trylock(self, Py_ssize_t off, int cpu, uint64_t task):
+        cdef char *p = self.base(off)
+        cdef int ok
+        with nogil:
+            ok = self._raw_trylock(p, cpu)
+            if ok:
+                self._after_acquire(p, cpu, task)
+        return bool(ok)
+
+    def spin_unlock(self, Py_ssize_t off, int cpu, uint64_t task):
+        cdef char *p = self.base(off)
+        cdef int word = self.word
+        if self.magic_rel >= 0:  # debug_spin_unlock's checks, then reset the owner
+            if ko_load(p + self.magic_rel, 4, self.swap, __ATOMIC_RELAXED) != KO_SPINLOCK_MAGIC:
+                raise SpinBug(f"BUG: spinlock bad magic on CPU#{cpu}")
+            if not self._locked(p):
+                raise SpinBug(f"BUG: spinlock already unlocked on CPU#{cpu}")
+            if ko_load(p + self.owner_rel, word, self.swap, __ATOMIC_RELAXED) != task:
+                raise SpinBug(f"BUG: spinlock wrong owner on CPU#{cpu}")
+            if ko_load(p + self.owner_cpu_rel, 4, self.swap, __ATOMIC_RELAXED) != <uint32_t>cpu:
+                raise SpinBug(f"BUG: spinlock wrong CPU on CPU#{cpu}")
+            ko_store(p + self.owner_rel, word, self.swap, ko_mask(word), __ATOMIC_RELAXED)
+            ko_store(p + self.owner_cpu_rel, 4, self.swap, ko_mask(4), __ATOMIC_RELAXED)
+        with nogil:
+            self._raw_unlock(p)

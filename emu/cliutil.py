@@ -1,0 +1,83 @@
+"""What ksm-layout and ksm-emu share: the config flags and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import NoReturn
+
+from .kconfig import ARCHES, KERNELS, USER_OPTIONS, Config, ConfigError, resolve
+
+
+class UserError(Exception):
+    """A mistake in the user's input: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit status 2, never a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def number(text: str) -> int:
+    """An integer in decimal or 0x hex, for argparse."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (decimal or 0x hex)") from None
+
+
+def add_config_args(p: argparse.ArgumentParser, kernel_default: str | None = "2.6.33") -> None:
+    g = p.add_argument_group("kernel configuration")
+    g.add_argument("--arch", default="x86_64", choices=list(ARCHES), metavar="ARCH",
+                   help=f"architecture preset: {', '.join(ARCHES)} (default: x86_64)")
+    g.add_argument("--kernel", default=kernel_default, choices=list(KERNELS),
+                   help=f"Kconfig rules of {' or '.join(KERNELS)} (default: {kernel_default or 'both'})")
+    opts = ", ".join(USER_OPTIONS)
+    g.add_argument("-e", "--enable", action="append", default=[], metavar="OPTION",
+                   help=f"turn a Kconfig option on (repeatable): {opts}")
+    g.add_argument("-d", "--disable", action="append", default=[], metavar="OPTION",
+                   help="turn a Kconfig option off (repeatable), e.g. -d SMP")
+    g.add_argument("--nr-cpus", type=number, metavar="N", help="CONFIG_NR_CPUS (default 64; 1 without SMP)")
+    g.add_argument("--split-ptlock-cpus", type=number, metavar="N",
+                   help="override CONFIG_SPLIT_PTLOCK_CPUS (default: the kernel's mm/Kconfig rule)")
+    g.add_argument("--page-offset", type=number, metavar="ADDR",
+                   help="override the direct map base where stable_nodes live (PAGE_OFFSET)")
+    g.add_argument("--mem-map", type=number, metavar="ADDR",
+                   help="override the address of the struct page array (vmemmap/mem_map)")
+
+
+def _option(name: str) -> str:
+    name = name.upper()
+    return name[len("CONFIG_"):] if name.startswith("CONFIG_") else name
+
+
+def config_from_args(args: argparse.Namespace, kernel: str | None = None) -> Config:
+    try:
+        return resolve(
+            args.arch, kernel or args.kernel,
+            enable=[_option(o) for o in args.enable], disable=[_option(o) for o in args.disable],
+            nr_cpus=args.nr_cpus, split_ptlock_cpus=args.split_ptlock_cpus,
+            page_offset=args.page_offset, mem_map=args.mem_map,
+        )
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def print_json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def run_main(prog: str, body: callable) -> int:  # type: ignore[valid-type]
+    """Run `body()`, turning user mistakes into one line on stderr and exit 2."""
+    try:
+        return body() or 0
+    except UserError as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return 2
+    except BrokenPipeError:  # `| head` closed the pipe: not an error
+        return 0

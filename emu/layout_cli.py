@@ -1,0 +1,176 @@
+"""ksm-layout: a pahole for the emulated kernel's structs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import pahole
+from .cliutil import Parser, UserError, add_config_args, config_from_args, print_json, run_main
+from .kconfig import ARCHES, KERNELS, Config, ConfigError, resolve
+from .layout import Layout, LayoutError
+from .structs import kernel_for
+
+# Representative option sets for `matrix`: (label, enable, disable, extra kwargs)
+MATRIX_COMBOS: list[tuple[str, tuple[str, ...], tuple[str, ...], dict]] = [
+    ("SMP", (), (), {}),
+    ("SMP PREEMPT", ("PREEMPT",), (), {}),
+    ("DEBUG_SPINLOCK", ("DEBUG_SPINLOCK",), (), {}),
+    ("PREEMPT DEBUG_SPINLOCK", ("PREEMPT", "DEBUG_SPINLOCK"), (), {}),
+    ("DEBUG_LOCK_ALLOC", ("DEBUG_LOCK_ALLOC",), (), {}),
+    ("PREEMPT LOCK_STAT", ("PREEMPT", "LOCK_STAT"), (), {}),
+    ("PREEMPT DEBUG_SPINLOCK split=4", ("PREEMPT", "DEBUG_SPINLOCK"), (), {"split_ptlock_cpus": 4}),
+    ("UP", (), ("SMP",), {}),
+    ("UP DEBUG_SPINLOCK split=1", ("DEBUG_SPINLOCK",), ("SMP",), {"split_ptlock_cpus": 1}),
+]
+
+
+def layout_of(cfg: Config, struct_name: str) -> Layout:
+    name = struct_name.removeprefix("struct ").strip()
+    structs = kernel_for(cfg).structs
+    if name not in structs:
+        raise UserError(f"unknown struct {struct_name!r} for kernel {cfg.kernel}; "
+                        f"choose from {', '.join(structs)}")
+    return Layout(structs[name], cfg.byte_order, name)
+
+
+def _parse_at(text: str) -> tuple[int, int]:
+    off, _, size = text.partition(":")
+    try:
+        return int(off, 0), (int(size, 0) if size else 1)
+    except ValueError:
+        raise UserError(f"bad --at {text!r}: want OFFSET or OFFSET:SIZE, decimal or 0x hex") from None
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    lay = layout_of(cfg, args.struct)
+    if args.at is None:
+        if args.json:
+            print_json(pahole.to_json(lay, cfg.as_dict()))
+        else:
+            print(pahole.render(lay, cfg.summary()))
+        return
+    start, size = _parse_at(args.at)
+    try:
+        covers = lay.covers(start, size)
+        holes = lay.holes_at(start, size)
+    except LayoutError as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print_json({"struct": lay.name, "offset": start, "size": size, "config": cfg.as_dict(),
+                    "covered_by": [{"path": c.field.path, "offset": c.field.offset,
+                                    "size": c.field.size, "byte": c.delta,
+                                    "bytes": c.end - c.start, "type": c.field.type.c_name}
+                                   for c in covers],
+                    "uncovered": holes})
+        return
+    rng = f"{start:#x}" if size == 1 else f"{start:#x}..{start + size - 1:#x}"
+    print(f"{lay.name} bytes {rng} ({start}:{size}), {cfg.arch.name} {cfg.kernel}:")
+    print("  " + (" / ".join(c.label() for c in covers) or "(no member)"))
+    if holes:
+        print(f"  padding or hole at: {', '.join(str(b) for b in holes)}")
+
+
+def cmd_overlap(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    lay = layout_of(cfg, args.struct)
+    try:
+        lay.field(args.member)
+    except LayoutError as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print_json(pahole.overlap_json(lay, args.member, cfg.as_dict()))
+    else:
+        print("\n".join(f"/* {s} */" for s in cfg.summary().splitlines()))
+        print(pahole.overlap_text(lay, args.member))
+
+
+def matrix_rows(args: argparse.Namespace) -> list[dict]:
+    kernels = [args.kernel] if args.kernel else list(KERNELS)
+    rows = []
+    for kernel in kernels:
+        for label, en, dis, extra in MATRIX_COMBOS:
+            for arch in ARCHES:
+                row = {"kernel": kernel, "options": label, "arch": arch}
+                try:
+                    cfg = resolve(arch, kernel, enable=[*en, *args.enable],
+                                  disable=[*dis, *args.disable], **extra)
+                except ConfigError as e:
+                    row["error"] = str(e)
+                    rows.append(row)
+                    continue
+                lay = layout_of(cfg, args.struct)
+                row.update(size=lay.size, use_split_ptlocks=cfg["USE_SPLIT_PTLOCKS"],
+                           mapping=lay.offset("mapping") if lay.has("mapping") else None,
+                           ptl=lay.offset("ptl") if lay.has("ptl") else None,
+                           ptl_size=lay.field("ptl").size if lay.has("ptl") else None)
+                rows.append(row)
+    return rows
+
+
+def cmd_matrix(args: argparse.Namespace) -> None:
+    # Validate the user's extra flags once, so a typo is an error, not n/a cells.
+    config_from_args(args, kernel=args.kernel or KERNELS[-1])
+    layout_of(resolve(), args.struct)
+    rows = matrix_rows(args)
+    if args.json:
+        print_json({"struct": args.struct, "rows": rows})
+        return
+    print(f"struct {args.struct}: size[ mapping@off][ ptl@off+size]  ('-' = no split ptlock)")
+    width = 20
+    print(f"{'kernel':7} {'options':32}" + "".join(f"{a:>{width}}" for a in ARCHES))
+    by_key: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        by_key.setdefault((r["kernel"], r["options"]), {})[r["arch"]] = r
+    for (kernel, label), cells in by_key.items():
+        texts = []
+        for a in ARCHES:
+            r = cells[a]
+            if "error" in r:
+                texts.append("n/a")
+                continue
+            t = str(r["size"])
+            if r.get("mapping") is not None:
+                t += f" m@{r['mapping']}"
+            t += f" ptl@{r['ptl']}+{r['ptl_size']}" if r.get("ptl") is not None else " -"
+            texts.append(t)
+        print(f"{kernel:7} {label:32}" + "".join(f"{t:>{width}}" for t in texts))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="ksm-layout", description=(
+        "Show the byte layout of Linux 2.6.32/2.6.33 struct page, spinlock_t and KSM's "
+        "structs for any arch and Kconfig, and which union members overlap page->mapping."))
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    s = sub.add_parser("show", help="pahole-style layout of a struct (or what covers --at bytes)")
+    s.add_argument("struct", metavar="STRUCT", help="page, spinlock_t, stable_node, rmap_item, ...")
+    s.add_argument("--at", metavar="OFFSET[:SIZE]", help="list the members covering these bytes")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_config_args(s)
+    s.set_defaults(func=cmd_show)
+
+    o = sub.add_parser("overlap", help="which members lie on MEMBER's bytes, and in which bits")
+    o.add_argument("struct", metavar="STRUCT")
+    o.add_argument("member", metavar="MEMBER", help="dotted member path, e.g. mapping")
+    o.add_argument("--json", action="store_true")
+    add_config_args(o)
+    o.set_defaults(func=cmd_overlap)
+
+    m = sub.add_parser("matrix", help="size and mapping/ptl offsets across all arches")
+    m.add_argument("struct", metavar="STRUCT", nargs="?", default="page")
+    m.add_argument("--json", action="store_true")
+    add_config_args(m, kernel_default=None)
+    m.set_defaults(func=cmd_matrix)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_main("ksm-layout", lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Build the Cython extensions in cython_ext/ into the emu package."""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "emu._atomics",
+        ["cython_ext/atomics.pyx"],
+        include_dirs=["cython_ext"],
+        extra_compile_args=["-O2"],
+    ),
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}))

@@ -1,0 +1,131 @@
+"""ksm-layout: each subcommand, the JSON schema, and one-line errors with exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from emu.layout_cli import main
+
+PPC = ["--arch", "ppc64", "--kernel", "2.6.32", "-e", "PREEMPT", "-e", "DEBUG_SPINLOCK"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_console_script_installed():
+    r = subprocess.run(["ksm-layout", "show", "page"], capture_output=True, text=True)
+    assert r.returncode == 0 and "struct page {" in r.stdout
+
+
+def test_show_text_ppc64_magic_on_mapping(capsys):
+    code, out, _ = run(capsys, "show", "page", *PPC)
+    assert code == 0
+    assert "USE_SPLIT_PTLOCKS" in out.splitlines()[1]  # resolved config on top
+    magic = next(line for line in out.splitlines() if "magic;" in line)
+    owner = next(line for line in out.splitlines() if "owner_cpu;" in line)
+    assert "/*    24     4 */" in magic and "on mapping bits 63..32" in magic
+    assert "/*    28     4 */" in owner and "on mapping bits 31..0" in owner
+    assert "/* size: 64, cachelines: 1, members: 6 */" in out
+
+
+def test_show_text_x86_64_magic_not_on_mapping(capsys):
+    _, out, _ = run(capsys, "show", "page", "--kernel", "2.6.32", "-e", "PREEMPT", "-e", "DEBUG_SPINLOCK")
+    magic = next(line for line in out.splitlines() if "magic;" in line)
+    assert "on mapping" not in magic
+    assert "XXX 4 bytes hole" in out
+
+
+def test_show_json_schema(capsys):
+    code, out, _ = run(capsys, "show", "page", "--json", *PPC)
+    d = json.loads(out)
+    assert code == 0
+    assert set(d) >= {"struct", "size", "align", "byte_order", "word_bits", "config", "members"}
+    assert (d["struct"], d["size"], d["align"], d["byte_order"], d["word_bits"]) == ("page", 64, 8, "big", 64)
+    assert d["config"]["GENERIC_LOCKBREAK"] is True and d["config"]["USE_SPLIT_PTLOCKS"] is True
+    m = {x["path"]: x for x in d["members"]}
+    for path in ("ptl.magic", "ptl.raw_lock.slock", "_count.counter", "mapping", "lru.next", "ptl", "lru"):
+        assert path in m, path
+    assert m["ptl.magic"] == {"path": "ptl.magic", "offset": 24, "size": 4, "type": "unsigned int"}
+    assert m["ptl"]["size"] == 24
+    assert all(set(x) == {"path", "offset", "size", "type"} for x in d["members"])
+
+
+def test_show_json_233_paths(capsys):
+    _, out, _ = run(capsys, "show", "page", "--json", "-e", "LOCK_STAT", "--split-ptlock-cpus", "4")
+    paths = {x["path"] for x in json.loads(out)["members"]}
+    assert {"ptl.rlock.raw_lock.slock", "ptl.rlock.dep_map.ip", "ptl.dep_map.cpu", "ptl.__padding"} <= paths
+
+
+def test_show_233_ptl_absent(capsys):
+    code, out, _ = run(capsys, "show", "page", "--json", *PPC[:2], "--kernel", "2.6.33", *PPC[4:])
+    d = json.loads(out)
+    assert d["config"]["USE_SPLIT_PTLOCKS"] is False and d["config"]["SPLIT_PTLOCK_CPUS"] == 999999
+    assert not any(x["path"].startswith("ptl") for x in d["members"])
+    _, text, _ = run(capsys, "show", "page", *PPC[:2], "--kernel", "2.6.33", *PPC[4:])
+    assert "n: " in text and "USE_SPLIT_PTLOCKS" in text.splitlines()[2] and "ptl" not in text
+
+
+def test_show_at(capsys):
+    code, out, _ = run(capsys, "show", "page", "--at", "0x1c", *PPC)
+    assert code == 0 and "mapping+0x4 / ptl.owner_cpu" in out
+    _, out, _ = run(capsys, "show", "page", "--at", "20:4", *PPC)
+    assert "private+0x4 [4:8]" in out and "ptl.break_lock" in out
+    _, out, _ = run(capsys, "show", "page", "--at", "28:4", "--json", "--kernel", "2.6.32", "-e", "DEBUG_SPINLOCK")
+    d = json.loads(out)
+    assert d["uncovered"] == []
+    assert [(c["path"], c["byte"], c["bytes"]) for c in d["covered_by"]] == [("mapping", 4, 4)]
+
+
+def test_overlap(capsys):
+    code, out, _ = run(capsys, "overlap", "page", "mapping", *PPC)
+    assert code == 0
+    assert "ptl.owner_cpu (unsigned int, offset 28, size 4): all of it forms bits 31..0 of mapping" in out
+    assert "ptl.magic (unsigned int, offset 24, size 4): all of it forms bits 63..32 of mapping" in out
+    _, out, _ = run(capsys, "overlap", "page", "mapping", "--json", *PPC)
+    d = json.loads(out)
+    bits = {m["path"]: m["member_bits"] for m in d["members"]}
+    assert bits == {"ptl.magic": [63, 32], "ptl.owner_cpu": [31, 0]}
+
+
+def test_overlap_x86_64_no_magic(capsys):
+    _, out, _ = run(capsys, "overlap", "page", "mapping", "--kernel", "2.6.32", "-e", "PREEMPT", "-e",
+                    "DEBUG_SPINLOCK")
+    assert "ptl.magic" not in out and "ptl.owner_cpu" in out and "hole in ptl" in out
+
+
+def test_matrix(capsys):
+    code, out, _ = run(capsys, "matrix", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["struct"] == "page"
+    rows = {(r["kernel"], r["options"], r["arch"]): r for r in d["rows"]}
+    r = rows[("2.6.32", "PREEMPT DEBUG_SPINLOCK", "ppc64")]
+    assert (r["size"], r["mapping"], r["ptl"]) == (64, 24, 16)
+    assert rows[("2.6.33", "PREEMPT DEBUG_SPINLOCK", "ppc64")]["ptl"] is None
+    assert rows[("2.6.33", "SMP", "i386")]["size"] == 32
+    code, out, _ = run(capsys, "matrix")
+    assert code == 0 and "ppc64" in out.splitlines()[1] and "m@24" in out
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["show", "page", "--arch", "vax"], "invalid choice: 'vax'"),
+    (["show", "page", "-e", "FOO"], "unknown option 'FOO'; choose from SMP"),
+    (["show", "pag"], "unknown struct 'pag'"),
+    (["overlap", "page", "mappin"], "no member 'mappin'"),
+    (["show", "page", "--at", "64"], "out of range"),
+    (["show", "page", "--at", "zz"], "bad --at"),
+    (["show", "page", "--nr-cpus", "lots"], "not a number: 'lots'"),
+    (["show", "page", "--kernel", "2.6.34"], "invalid choice"),
+    (["show", "page", "-e", "USE_SPLIT_PTLOCKS"], "derived by Kconfig"),
+    (["frob"], "invalid choice: 'frob'"),
+    (["matrix", "-e", "BOGUS"], "unknown option 'BOGUS'"),
+])
+def test_errors_one_line_exit_2(argv, msg):
+    r = subprocess.run([sys.executable, "-m", "emu.layout_cli", *argv], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert msg in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
