@@ -362,8 +362,8 @@ cdef class SpinLockOps:
         return self.a.base + off
 
     cdef inline uint64_t held_val(self, int cpu) nogil:
-        if self.token_cpu:
-            return self.token_base | <uint32_t>cpu
+        if self.token_cpu:  # ppc64 0x80000000 ^ cpu, s390x 0xffffffff ^ cpu
+            return self.token_base ^ <uint32_t>cpu
         return self.token_base
 
     def spin_lock_init(self, Py_ssize_t off, int cpu=0):

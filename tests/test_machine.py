@@ -1,0 +1,172 @@
+"""The shared mapping: layout of the file, emulated addresses, refused attaches."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from emu.kconfig import resolve
+from emu.machine import HEADER_MAX, PREFIX, MachineError, RegionSpec, attach, create, read_header
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest(), os.stat(path).st_mtime_ns
+
+
+def test_create_initialises_free_pages(make_machine):
+    m, path = make_machine(resolve("ppc64"), nr_pages=1000)
+    assert (m.pages["_count.counter"] == 0).all() and (m.pages["_mapcount.counter"] == -1).all()
+    off = m.page_offset(999) + m.page_layout.offset("_mapcount.counter")
+    assert bytes(m.mm[off:off + 4]) == b"\xff" * 4
+    assert (m.pages["mapping"] == 0).all()
+
+
+def test_header_and_regions(make_machine):
+    cfg = resolve("sparc64", "2.6.32", enable=["PREEMPT"])
+    m, path = make_machine(cfg, nr_pages=100, regions=[RegionSpec("stable_nodes", 8192),
+                                                        RegionSpec("shadow", 4096)])
+    h = read_header(path)
+    assert h["config"] == cfg.as_dict() and h["protocol"] == "keyhole" and h["nr_pages"] == 100
+    regions = {r["name"]: r for r in h["regions"]}
+    assert regions["mem_map"]["base"] == cfg.mem_map
+    assert regions["stable_nodes"]["base"] == cfg.page_offset + (16 << 20)
+    assert regions["mem_map"]["size"] == 100 * m.page_size
+    assert all(r["offset"] % 4096 == 0 for r in regions.values())
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "i386", "ppc64", "s390x"])
+def test_address_translation(make_machine, arch):
+    cfg = resolve(arch)
+    m, _ = make_machine(cfg, nr_pages=50, regions=[RegionSpec("stable_nodes", 8192)])
+    page = m.pfn_to_page(17)
+    assert page == cfg.mem_map + 17 * m.page_size
+    assert m.page_to_pfn(page) == 17
+    assert m.addr_to_offset(page) == m.page_offset(17)
+    sn = m.region("stable_nodes")
+    assert m.addr_to_offset(sn.base + 40) == sn.offset + 40
+    assert m.offset_to_addr(sn.offset + 40) == sn.base + 40
+    for bad in (page + 1, cfg.mem_map + 50 * m.page_size):
+        with pytest.raises(ValueError):
+            m.page_to_pfn(bad)
+    with pytest.raises(IndexError):
+        m.pfn_to_page(50)
+    with pytest.raises(ValueError, match="no region"):
+        m.addr_to_offset(sn.base + sn.size)
+
+
+def test_pointer_bytes_in_arch_order(make_machine):
+    m, _ = make_machine(resolve("ppc64"), nr_pages=8)
+    page = m.pfn_to_page(3)
+    off = m.page_offset(1) + m.page_layout.offset("lru.next")
+    m.atomics.store(off, 8, page)
+    assert bytes(m.mm[off:off + 8]) == page.to_bytes(8, "big")
+    assert int(m.pages[1]["lru.next"]) == page
+
+
+def test_address_map_override_and_clash(tmp_path):
+    cfg = resolve("x86_64", page_offset=0xFFFF880100000000)
+    m = create(tmp_path / "a", cfg, 8, regions=[RegionSpec("stable_nodes", 4096)])
+    assert m.region("stable_nodes").base == 0xFFFF880100000000 + (16 << 20)
+    m.close()
+    with pytest.raises(MachineError, match="overlap in the emulated address space"):
+        create(tmp_path / "b", cfg, 8, regions=[RegionSpec("x", 4096, base=cfg.mem_map + 64)])
+
+
+def test_create_errors(tmp_path, make_machine):
+    _, path = make_machine()
+    with pytest.raises(MachineError, match="exists"):
+        create(path, resolve(), 8)
+    with pytest.raises(MachineError, match="at least one page"):
+        create(tmp_path / "z", resolve(), 0)
+    with pytest.raises(MachineError, match="cannot create"):
+        create(tmp_path / "no" / "dir", resolve(), 8)
+
+
+# -- refused attaches: each with its message, and the file left untouched ----
+
+def _rewrite_header(path, mutate):
+    with open(path, "r+b") as f:
+        magic, version, n = PREFIX.unpack(f.read(PREFIX.size))
+        h = json.loads(f.read(n))
+        mutate(h)
+        blob = json.dumps(h).encode()
+        f.seek(0)
+        f.write(PREFIX.pack(magic, version, len(blob)) + blob)
+
+
+def _set_prefix(path, magic=None, version=None, n=None):
+    with open(path, "r+b") as f:
+        m0, v0, n0 = PREFIX.unpack(f.read(PREFIX.size))
+        f.seek(0)
+        f.write(PREFIX.pack(magic or m0, v0 if version is None else version, n0 if n is None else n))
+
+
+CORRUPTIONS = {
+    "magic": (lambda p: _set_prefix(p, magic=b"NOTKSMEM"), "bad magic"),
+    "version": (lambda p: _set_prefix(p, version=99), "format version 99"),
+    "header length": (lambda p: _set_prefix(p, n=HEADER_MAX + 1), "exceeds"),
+    "json": (lambda p: open(p, "r+b").write(PREFIX.size * b"\0" + b"{"), "bad magic"),
+    "json body": (lambda p: _rewrite_header(p, lambda h: h.pop("regions")), "corrupt"),
+    "region out of bounds": (lambda p: _rewrite_header(
+        p, lambda h: h["regions"][1].update(offset=h["regions"][1]["offset"] + (1 << 30))), "beyond the end"),
+    "region overlap": (lambda p: _rewrite_header(
+        p, lambda h: h["regions"][1].update(offset=h["regions"][0]["offset"])), "overlap in the file"),
+    "page count": (lambda p: _rewrite_header(p, lambda h: h.update(nr_pages=h["nr_pages"] + 1)), "mem_map holds"),
+    "config": (lambda p: _rewrite_header(p, lambda h: h["config"].update(USE_SPLIT_PTLOCKS=False)),
+               "inconsistent"),
+    "truncated": (lambda p: os.truncate(p, os.path.getsize(p) // 2), "beyond the end of the file"),
+    "truncated header": (lambda p: os.truncate(p, 10), "too short"),
+}
+
+
+@pytest.mark.parametrize("what", list(CORRUPTIONS))
+def test_refused_attach(make_machine, what):
+    m, path = make_machine(resolve("ppc64"), nr_pages=64)
+    m.close()
+    corrupt, msg = CORRUPTIONS[what]
+    corrupt(path)
+    before = digest(path)
+    with pytest.raises(MachineError, match=msg):
+        attach(path)
+    assert digest(path) == before
+
+
+def test_refused_attach_expectations(make_machine, tmp_path):
+    m, path = make_machine(resolve("ppc64"), nr_pages=64)
+    before = digest(path)
+    with pytest.raises(MachineError, match=r"arch='ppc64' \(expected 'x86_64'\)"):
+        attach(path, expect=resolve("x86_64"))
+    with pytest.raises(MachineError, match="PREEMPT=False"):
+        attach(path, expect=resolve("ppc64", enable=["PREEMPT"]))
+    with pytest.raises(MachineError, match="protocol is 'keyhole', expected 'refcount'"):
+        attach(path, expect_protocol="refcount")
+    with pytest.raises(MachineError, match="no such machine file"):
+        attach(tmp_path / "missing")
+    with pytest.raises(MachineError, match="is a directory"):
+        attach(tmp_path)
+    assert digest(path) == before
+    m2 = attach(path, expect=resolve("ppc64"), expect_protocol="keyhole")
+    assert m2.nr_pages == 64
+    m2.close()
+
+
+def test_two_attaches_share_bytes(make_machine):
+    m, path = make_machine(nr_pages=16)
+    m2 = attach(path)
+    m.atomics.store(m.page_offset(3) + m.page_layout.offset("flags"), 8, 0x1234)
+    assert int(m2.pages[3]["flags"]) == 0x1234
+    assert np.shares_memory(m2.pages, m2.pages)  # a view, not a copy
+    m2.close()
+
+
+def test_close_with_live_view_is_safe(make_machine):
+    m, _ = make_machine(nr_pages=4)
+    arr = m.region_array("scratch", np.uint64)
+    rec = m.pages[2]
+    m.close()  # no error, and the views stay valid (no use-after-unmap)
+    arr[0] = 5
+    assert arr[0] == 5 and int(rec["_mapcount.counter"]) == -1
+    with pytest.raises(ValueError, match="released"):
+        m.atomics.load(0, 4)
