@@ -17,7 +17,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 
 cdef extern from "Python.h":
     unsigned long long PyLong_AsUnsignedLongLong(object) except? -1
-    long long PyLong_AsLongLong(object) except? -1
+    long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
 
 cdef extern from "ksm_atomic.h" nogil:
     uint64_t ko_bswap(uint64_t v, int size)
@@ -78,23 +78,19 @@ cdef inline int _check_order(int order, bint is_load, bint is_store) except -1:
 
 cdef inline uint64_t _to_bits(object v, int size) except? 0x7FFFFFFFFFFFFFF1:
     """A Python int as the field's bits; signed or unsigned, checked for range."""
+    cdef int overflow = 0
+    cdef long long s = PyLong_AsLongLongAndOverflow(v, &overflow)
     cdef unsigned long long u
-    cdef long long s
-    if v >= 0:
-        try:
-            u = PyLong_AsUnsignedLongLong(v)
-        except OverflowError:
-            raise OverflowError(f"{v} does not fit a {size}-byte field") from None
-        if size < 8 and u > ko_mask(size):
+    if overflow == 0:
+        if size < 8 and (s > <long long>ko_mask(size) or s < -(<long long>1 << (8 * size - 1))):
             raise OverflowError(f"{v} does not fit a {size}-byte field")
-        return u
-    try:
-        s = PyLong_AsLongLong(v)
-    except OverflowError:
-        raise OverflowError(f"{v} does not fit a {size}-byte field") from None
-    if size < 8 and s < -(<long long>1 << (8 * size - 1)):
-        raise OverflowError(f"{v} does not fit a {size}-byte field")
-    return (<uint64_t>s) & ko_mask(size)
+        return (<uint64_t>s) & ko_mask(size)
+    if overflow > 0 and size == 8:  # 2**63 .. 2**64-1
+        try:
+            return PyLong_AsUnsignedLongLong(v)
+        except OverflowError:
+            pass
+    raise OverflowError(f"{v} does not fit a {size}-byte field")
 
 
 cdef inline object _from_bits(uint64_t u, int size, bint signed):
@@ -119,9 +115,10 @@ cdef class Atomics:
     cdef char *base
     cdef readonly Py_ssize_t length
     cdef readonly bint big
+    cdef readonly bint release_gil
     cdef bint host_big
 
-    def __cinit__(self, object buf, str byte_order="little"):
+    def __cinit__(self, object buf, str byte_order="little", bint release_gil=True):
         if byte_order not in ("little", "big"):
             raise ValueError(f"byte_order must be 'little' or 'big', not {byte_order!r}")
         PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE | PyBUF_SIMPLE)
@@ -130,6 +127,7 @@ cdef class Atomics:
         self.length = self.view.len
         self.big = byte_order == "big"
         self.host_big = ko_host_big()
+        self.release_gil = release_gil
 
     def __dealloc__(self):
         if self.has_view:
@@ -169,7 +167,10 @@ cdef class Atomics:
         cdef uint64_t r
         if order != SEQ_CST:
             _check_order(order, True, False)
-        with nogil:
+        if self.release_gil:
+            with nogil:
+                r = ko_load(p, size, sw, order)
+        else:
             r = ko_load(p, size, sw, order)
         return _from_bits(r, size, signed)
 
@@ -179,7 +180,10 @@ cdef class Atomics:
         cdef int sw = self.swap(big)
         if order != SEQ_CST:
             _check_order(order, False, True)
-        with nogil:
+        if self.release_gil:
+            with nogil:
+                ko_store(p, size, sw, v, order)
+        else:
             ko_store(p, size, sw, v, order)
 
     def xchg(self, Py_ssize_t off, int size, object value, bint signed=False, int order=SEQ_CST, big=None):
@@ -189,7 +193,10 @@ cdef class Atomics:
         cdef uint64_t r
         if order != SEQ_CST:
             _check_order(order, False, False)
-        with nogil:
+        if self.release_gil:
+            with nogil:
+                r = ko_xchg(p, size, sw, v, order)
+        else:
             r = ko_xchg(p, size, sw, v, order)
         return _from_bits(r, size, signed)
 
@@ -202,7 +209,10 @@ cdef class Atomics:
         cdef uint64_t r
         if order != SEQ_CST:
             _check_order(order, False, False)
-        with nogil:
+        if self.release_gil:
+            with nogil:
+                r = ko_cas(p, size, sw, e, d, order)
+        else:
             r = ko_cas(p, size, sw, e, d, order)
         return _from_bits(r, size, signed)
 
@@ -213,7 +223,10 @@ cdef class Atomics:
         cdef uint64_t r
         if order != SEQ_CST:
             _check_order(order, False, False)
-        with nogil:
+        if self.release_gil:
+            with nogil:
+                r = ko_fetch_op(p, size, sw, op, v, order)
+        else:
             r = ko_fetch_op(p, size, sw, op, v, order)
         return _from_bits(r, size, signed)
 

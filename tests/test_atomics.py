@@ -3,6 +3,7 @@
 import mmap
 
 import pytest
+
 from emu._atomics import ACQ_REL, ACQUIRE, RELAXED, RELEASE, Atomics
 
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 from conftest import run_procs
-from emu._atomics import SpinLockOps
 
+from emu._atomics import SpinLockOps
 from emu.kconfig import resolve
 from emu.machine import attach
 from emu.mm.ptlock import PtLock
