@@ -206,8 +206,10 @@ class Machine:
 
 
 def create(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str = "keyhole",
-           regions: Iterable[RegionSpec] = (), overwrite: bool = False) -> Machine:
-    """Create a machine file and attach to it."""
+           regions: Iterable[RegionSpec] = (), overwrite: bool = False,
+           meta: Mapping | None = None) -> Machine:
+    """Create a machine file and attach to it. `meta` is stored in the header
+    as is (the emulation's geometry, for tools that inspect the file)."""
     path = Path(path)
     if nr_pages <= 0:
         raise MachineError(f"a machine needs at least one page, not {nr_pages}")
@@ -215,7 +217,7 @@ def create(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str
     page_size = k.page.size
     regs = _layout_regions(cfg, nr_pages, page_size, regions)
     header = {"config": cfg.as_dict(), "protocol": protocol, "nr_pages": nr_pages,
-              "page_size": page_size, "regions": [r.as_dict() for r in regs]}
+              "page_size": page_size, "regions": [r.as_dict() for r in regs], "meta": dict(meta or {})}
     blob = json.dumps(header).encode()
     if len(blob) > HEADER_MAX:
         raise MachineError("header too large: too many regions")

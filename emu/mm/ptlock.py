@@ -26,17 +26,24 @@ class PtlAbsent(Exception):
 
 
 def lock_spec(cfg: Config, page: Layout) -> dict:
-    """Keyword arguments for SpinLockOps, relative to page->ptl."""
+    """Keyword arguments for SpinLockOps on page->ptl, relative to the ptl."""
     if not page.has("ptl"):
         raise PtlAbsent(f"no page->ptl in this config (USE_SPLIT_PTLOCKS off, "
                         f"NR_CPUS={cfg.nr_cpus} < SPLIT_PTLOCK_CPUS={cfg.split_ptlock_cpus})")
-    ptl = page.field("ptl")
-    pre = "ptl.rlock." if cfg.kernel == "2.6.33" else "ptl."
+    return spinlock_spec(cfg, page, "ptl.")
+
+
+def spinlock_spec(cfg: Config, lay: Layout, prefix: str = "") -> dict:
+    """Keyword arguments for SpinLockOps on a spinlock_t at `prefix` of `lay`
+    (a struct page's "ptl." or a bare spinlock_t's ""), relative to its start."""
+    base = lay.offset(prefix[:-1]) if prefix else 0
+    size = lay.field(prefix[:-1]).size if prefix else lay.size
+    pre = prefix + ("rlock." if cfg.kernel == "2.6.33" else "")
 
     def rel(member: str) -> int:
-        return page.offset(pre + member) - ptl.offset if page.has(pre + member) else -1
+        return lay.offset(pre + member) - base if lay.has(pre + member) else -1
 
-    spec: dict = {"word": cfg.word_bytes, "span": ptl.size,
+    spec: dict = {"word": cfg.word_bytes, "span": size,
                   "break_rel": rel("break_lock"), "magic_rel": rel("magic"),
                   "owner_cpu_rel": rel("owner_cpu"), "owner_rel": rel("owner"),
                   # BUILD_LOCK_OPS (which writes break_lock) is not used with DEBUG_LOCK_ALLOC

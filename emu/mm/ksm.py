@@ -1,0 +1,356 @@
+"""KSM: stable_nodes, rmap_items, get_ksm_page and merging (mm/ksm.c, 2.6.33).
+
+Bytes that another process may read are real: struct stable_node records
+(kpfn, hlist.first) in the stable_nodes slab at direct-map addresses, struct
+rmap_item records (address with STABLE_FLAG, head, hlist.next/pprev as
+emulated pointers), and page->mapping (0x3 while merging, then node + 3).
+What only ksmd touches in the kernel (under ksm_thread_mutex) is ksmd's own
+Python state here: the stable tree (content -> node), the unstable tree of
+this pass, the stable_node free list (LIFO: a freed node's address is the
+next one handed out, as with a kmem_cache).
+
+The stable tree is an index by content rather than an rbtree: a lookup meets
+one node, so ksmd also calls get_ksm_page on ceil(log2 n) further nodes per
+batch, taken in turn from all live nodes, as a descent would meet them.
+
+Protocols (`mm.protocol`):
+  keyhole             get_ksm_page exactly as 2.6.33
+  keyhole-no-recheck  broken: skips the second mapping check
+  keyhole-no-clear    broken: free_hot_cold_page leaves mapping (page_alloc.py)
+  refcount            the stable_node holds a page reference until its last
+                      rmap_item goes (2.6.32's "stable_node point to page and back")
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .core import (
+    MM,
+    PAGE_MAPPING_ANON,
+    PAGE_MAPPING_KSM,
+    V_CHANGED_WHILE_REF,
+    V_FALSE_OPEN,
+    V_NODE_FREED_WITH_KEY,
+)
+from .page_alloc import get_page, put_page
+from .rmap import PteLocks, group_of, page_remove_rmap, pte, set_pte, vaddr
+from .world import KSM, W_ANON, W_KSM_KEY, W_KSM_NULL, log2_ceil
+
+STABLE_FLAG = 0x200
+PROTOCOLS = ("keyhole", "refcount", "keyhole-no-recheck", "keyhole-no-clear")
+
+
+class Ksm:
+    """ksmd's state and the KSM operations on the shared bytes."""
+
+    def __init__(self, mm: MM, locks: PteLocks) -> None:
+        self.mm = mm
+        self.locks = locks
+        g = mm.geo
+        self.stable: dict[int, int] = {}  # content -> node index
+        self.free_nodes = list(range(g.node_capacity - 1, -1, -1))  # pop() gives 0 first
+        self.unstable = np.zeros(g.contents, np.int64)  # content -> slot + 1, this pass
+        self.node_cursor = 0
+        self.refcount = mm.protocol == "refcount"
+        self.recheck = mm.protocol != "keyhole-no-recheck"
+        self.node_live = np.zeros(g.node_capacity, np.uint8)
+        self.opened_ok = True
+
+    # -- addresses -----------------------------------------------------------
+    def node_addr(self, idx: int) -> int:
+        return self.mm.sn.base + idx * self.mm.sn_size
+
+    def node_off(self, idx: int) -> int:
+        return self.mm.sn.offset + idx * self.mm.sn_size
+
+    def node_idx(self, addr: int) -> int:
+        return (addr - self.mm.sn.base) // self.mm.sn_size
+
+    def item_off(self, slot: int) -> int:
+        return self.mm.ri.offset + slot * self.mm.ri_size
+
+    def item_addr(self, slot: int) -> int:
+        return self.mm.ri.base + slot * self.mm.ri_size
+
+    def kpfn(self, idx: int) -> int:
+        return self.mm.a.load(self.node_off(idx) + self.mm.sn_kpfn, self.mm.word)
+
+    # -- get_ksm_page ----------------------------------------------------------
+    def get_ksm_page(self, idx: int) -> int:
+        """The node's KSM page with a reference, or -1 (stale: node removed)."""
+        mm = self.mm
+        kpfn = self.kpfn(idx)
+        if self.refcount:  # the node's own reference keeps the page: no keyhole
+            get_page(mm, kpfn)
+            mm.count("get_ksm_page_ok")
+            return kpfn
+        expected = self.node_addr(idx) + PAGE_MAPPING_ANON + PAGE_MAPPING_KSM
+        page = mm.page_off(kpfn)
+        mm.rcu_read_lock()
+        if mm.a.load(page + mm.mapping_rel, mm.word) != expected:
+            return self._stale(idx)
+        if mm.window_ns:  # an interrupt landing here: widens the race window
+            end = time.perf_counter_ns() + mm.window_ns
+            while time.perf_counter_ns() < end:
+                pass
+        if not mm.a.atomic_inc_not_zero(page + mm.count_rel):
+            return self._stale(idx)
+        if self.recheck and mm.a.load(page + mm.mapping_rel, mm.word) != expected:
+            put_page(mm, kpfn)
+            return self._stale(idx)
+        mm.rcu_read_unlock()
+        mm.count("get_ksm_page_ok")
+        self.opened_ok = self.check_page(kpfn, idx, V_FALSE_OPEN)
+        return kpfn
+
+    def _stale(self, idx: int) -> int:
+        self.mm.rcu_read_unlock()
+        self.mm.count("get_ksm_page_stale")
+        self.remove_node_from_stable_tree(idx)
+        return -1
+
+    def check_page(self, pfn: int, idx: int, kind: int) -> bool:
+        """Ground truth: pfn must be the KSM page of node idx."""
+        mm = self.mm
+        if mm.sh(pfn, "state") == KSM and mm.sh(pfn, "node") == self.node_addr(idx):
+            return True
+        mm.violation(kind, pfn, self.node_addr(idx), self.node_addr(idx) + 3,
+                     detail=mm.sh(pfn, "state"))
+        return False
+
+    def put_ksm_page(self, pfn: int, idx: int) -> None:
+        """Drop get_ksm_page's reference, checking the page stayed the node's."""
+        if not self.refcount and self.opened_ok:  # a false open is reported once
+            self.check_page(pfn, idx, V_CHANGED_WHILE_REF)
+        put_page(self.mm, pfn)
+
+    # -- the hlist of rmap_items, in emulated pointers --------------------------
+    def _ld(self, off: int) -> int:
+        return self.mm.a.load(off, self.mm.word)
+
+    def _st(self, off: int, v: int) -> None:
+        self.mm.a.store(off, self.mm.word, v)
+
+    def items_of(self, idx: int) -> list[int]:
+        """Slots on node idx's hlist (caller holds the KSM page lock, or is ksmd)."""
+        mm, out = self.mm, []
+        p = self._ld(self.node_off(idx) + mm.sn_hlist)
+        while p:
+            slot = (p - mm.ri_hlist - mm.ri.base) // mm.ri_size
+            out.append(slot)
+            p = self._ld(self.item_off(slot) + mm.ri_hlist)
+        return out
+
+    def stable_tree_append(self, slot: int, idx: int, content: int) -> None:
+        mm = self.mm
+        io, head = self.item_off(slot), self.node_off(idx) + mm.sn_hlist
+        first = self._ld(head)
+        node_link = self.item_addr(slot) + mm.ri_hlist
+        self._st(io + mm.ri_hlist, first)
+        if first:
+            self._st(mm.m.addr_to_offset(first) + (mm.ri_pprev - mm.ri_hlist), node_link)
+        self._st(head, node_link)
+        self._st(io + mm.ri_pprev, self.node_addr(idx) + mm.sn_hlist)
+        self._st(io + mm.ri_head, self.node_addr(idx))
+        self.mm.a.store(io + mm.ri_oldchecksum, 4, content)
+        self._st(io + mm.ri_address, vaddr(mm, slot) | STABLE_FLAG)
+
+    def _hlist_del(self, slot: int) -> None:
+        mm, io = self.mm, self.item_off(slot)
+        nxt, pprev = self._ld(io + mm.ri_hlist), self._ld(io + mm.ri_pprev)
+        self._st(mm.m.addr_to_offset(pprev), nxt)
+        if nxt:
+            self._st(mm.m.addr_to_offset(nxt) + (mm.ri_pprev - mm.ri_hlist), pprev)
+        self._clear_item(slot)
+
+    def _clear_item(self, slot: int) -> None:
+        mm, io = self.mm, self.item_off(slot)
+        for rel in (mm.ri_hlist, mm.ri_pprev, mm.ri_head):
+            self._st(io + rel, 0)
+        self._st(io + mm.ri_address, vaddr(mm, slot))
+        mm.count("rmap_items_removed")
+
+    def item_node(self, slot: int) -> int:
+        """Node index of a stable rmap_item, or -1."""
+        io = self.item_off(slot)
+        if not self._ld(io + self.mm.ri_address) & STABLE_FLAG:
+            return -1
+        return self.node_idx(self._ld(io + self.mm.ri_head))
+
+    # -- stable tree --------------------------------------------------------------
+    def remove_node_from_stable_tree(self, idx: int) -> None:
+        mm = self.mm
+        for slot in self.items_of(idx):
+            self._clear_item(slot)
+        self._st(self.node_off(idx) + mm.sn_hlist, 0)
+        self.free_stable_node(idx)
+
+    def free_stable_node(self, idx: int) -> None:
+        mm = self.mm
+        kpfn = self.kpfn(idx)
+        if mm.mapping(kpfn) == self.node_addr(idx) + 3:
+            mm.violation(V_NODE_FREED_WITH_KEY, kpfn, self.node_addr(idx), self.node_addr(idx) + 3)
+        content = int(mm.node_meta_view[idx]["content"])
+        if self.stable.get(content) == idx:
+            del self.stable[content]
+        mm.h.store(mm.node_meta + idx * 16, 4, 0)
+        self.node_live[idx] = 0
+        self.free_nodes.append(idx)  # kfree: reused next
+        mm.count("stable_nodes_removed")
+
+    def stable_tree_insert(self, kpfn: int, content: int) -> int:
+        """A new stable_node for kpfn; mapping gets the key. -1 if the slab is full."""
+        mm = self.mm
+        if not self.free_nodes:
+            return -1
+        idx = self.free_nodes.pop()
+        off = self.node_off(idx)
+        self._st(off + mm.sn_kpfn, kpfn)
+        self._st(off + mm.sn_hlist, 0)
+        mm.h.store(mm.node_meta + idx * 16, 4, 1)
+        mm.h.fetch_add(mm.node_meta + idx * 16 + 4, 4, 1)
+        mm.h.store(mm.node_meta + idx * 16 + 8, 8, content)
+        if self.refcount:
+            get_page(mm, kpfn)  # the stable_node's reference
+        # truth first, then the bytes: no one may see the key before the shadow says KSM
+        mm.sh_set(kpfn, "node", self.node_addr(idx))
+        mm.sh_set(kpfn, "state", KSM)
+        mm.sh_set(kpfn, "writer", W_KSM_KEY)
+        mm.set_mapping(kpfn, self.node_addr(idx) + 3)  # set_page_stable_node
+        self.stable[content] = idx
+        self.node_live[idx] = 1
+        return idx
+
+    def remove_rmap_item_from_tree(self, slot: int, idx: int) -> None:
+        """Unlink a stable rmap_item whose slot no longer maps the node's page."""
+        mm = self.mm
+        if self.refcount:
+            kpfn = self.kpfn(idx)
+            mm.lock_page(kpfn)
+            self._hlist_del(slot)
+            empty = self._ld(self.node_off(idx) + mm.sn_hlist) == 0
+            if empty:  # last rmap_item: the page loses its node and the node's reference
+                mm.sh_set(kpfn, "node", 0)
+                mm.sh_set(kpfn, "writer", W_KSM_NULL)
+                mm.set_mapping(kpfn, PAGE_MAPPING_ANON | PAGE_MAPPING_KSM)
+            mm.unlock_page(kpfn)
+            if empty:
+                self.free_stable_node(idx)
+                put_page(mm, kpfn)
+            return
+        kpfn = self.get_ksm_page(idx)
+        if kpfn < 0:
+            return  # stale: remove_node_from_stable_tree unlinked it already
+        mm.lock_page(kpfn)
+        self._hlist_del(slot)
+        mm.unlock_page(kpfn)
+        self.put_ksm_page(kpfn, idx)
+
+    # -- ksmd's work on one slot ------------------------------------------------
+    def scan_slot(self, slot: int) -> None:
+        mm = self.mm
+        idx = self.item_node(slot)
+        if idx >= 0:
+            kpfn = self.kpfn(idx)
+            if pte(mm, slot) == kpfn:
+                page = self.get_ksm_page(idx)  # still merged: meets its node
+                if page >= 0:
+                    self.put_ksm_page(page, idx)
+                    return
+            else:
+                self.remove_rmap_item_from_tree(slot, idx)
+            if self.item_node(slot) >= 0:
+                return
+        pfn = pte(mm, slot)
+        if pfn < 0 or mm.mapping(pfn) & 3 == 3:
+            return
+        content = mm.sh(pfn, "content")
+        node = self.stable.get(content, -1)
+        if node >= 0:
+            kpage = self.get_ksm_page(node)
+            if kpage >= 0:
+                if kpage != pfn:
+                    self.merge_with_ksm_page(slot, pfn, kpage, node, content)
+                self.put_ksm_page(kpage, node)
+                return
+        other = int(self.unstable[content]) - 1
+        if other >= 0 and other != slot:
+            q = pte(mm, other)
+            if (q >= 0 and q != pfn and mm.sh(q, "content") == content
+                    and mm.mapping(q) & 3 == PAGE_MAPPING_ANON and self.item_node(other) < 0):
+                self.unstable[content] = 0
+                self.merge_two_pages(slot, pfn, other, q, content)
+                return
+        self.unstable[content] = slot + 1
+
+    def _replace_page(self, slot: int, old: int, new: int) -> bool:
+        """replace_page: slot's pte from old to new, under the pte lock."""
+        mm = self.mm
+        off = self.locks.lock(group_of(slot))
+        ok = pte(mm, slot) == old
+        if ok:
+            get_page(mm, new)
+            mm.mapcount_add(new, 1)
+            set_pte(mm, slot, new)
+        self.locks.unlock(off)
+        if ok:
+            page_remove_rmap(mm, old)
+            put_page(mm, old)
+        return ok
+
+    def merge_with_ksm_page(self, slot: int, pfn: int, kpage: int, idx: int, content: int) -> None:
+        mm = self.mm
+        mm.lock_page(kpage)
+        if self._replace_page(slot, pfn, kpage):
+            self.stable_tree_append(slot, idx, content)
+            mm.count("ksm_pages_merged")
+        mm.unlock_page(kpage)
+
+    def merge_two_pages(self, slot: int, pfn: int, other: int, q: int, content: int) -> None:
+        """pfn becomes a KSM page (mapping 0x3, then the key); other's pte moves to it."""
+        mm = self.mm
+        get_page(mm, pfn)
+        mm.lock_page(pfn)
+        old_mapping = mm.mapping(pfn)
+        if pte(mm, slot) != pfn or old_mapping & 3 != PAGE_MAPPING_ANON:
+            mm.unlock_page(pfn)
+            put_page(mm, pfn)
+            return
+        mm.sh_set(pfn, "writer", W_KSM_NULL)
+        mm.set_mapping(pfn, PAGE_MAPPING_ANON | PAGE_MAPPING_KSM)  # set_page_stable_node(page, NULL)
+        if not self._replace_page(other, q, pfn):
+            mm.set_mapping(pfn, old_mapping)
+            mm.sh_set(pfn, "writer", W_ANON)
+            mm.unlock_page(pfn)
+            put_page(mm, pfn)
+            return
+        idx = self.stable_tree_insert(pfn, content)
+        if idx < 0:  # slab full: leave it a PageKsm page with no node, like a failed insert
+            mm.unlock_page(pfn)
+            put_page(mm, pfn)
+            return
+        self.stable_tree_append(slot, idx, content)
+        self.stable_tree_append(other, idx, content)
+        mm.unlock_page(pfn)
+        put_page(mm, pfn)
+        mm.count("ksm_pages_created")
+        mm.count("ksm_pages_merged")
+
+    def meet_nodes(self) -> None:
+        """get_ksm_page on ceil(log2 n) live nodes, in turn, as a tree descent meets them."""
+        live = np.flatnonzero(self.node_live)
+        if not len(live):
+            return
+        for _ in range(log2_ceil(len(live))):
+            self.node_cursor = (self.node_cursor + 1) % len(live)
+            idx = int(live[self.node_cursor])
+            if self.node_live[idx]:
+                page = self.get_ksm_page(idx)
+                if page >= 0:
+                    self.put_ksm_page(page, idx)
+
+
+
