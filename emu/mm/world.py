@@ -64,12 +64,13 @@ class Geometry:
     ncpus: int = 64
 
     @classmethod
-    def for_pages(cls, nr_pages: int, ncpus: int, dup: int = 4) -> Geometry:
-        # more virtual pages than memory (overcommit): reclaim has work to do
-        nslots = max(PTRS_PER_GROUP, (nr_pages * 5 // 4) // PTRS_PER_GROUP * PTRS_PER_GROUP)
+    def for_pages(cls, nr_pages: int, ncpus: int) -> Geometry:
+        # Twice as many virtual pages as memory, with as many contents as pages
+        # (each content on ~1.7 mapped pages): even with ksmd merging at full
+        # speed memory stays short, so reclaim works whatever ksmd's rate.
+        nslots = max(PTRS_PER_GROUP, (2 * nr_pages) // PTRS_PER_GROUP * PTRS_PER_GROUP)
         return cls(nr_pages=nr_pages, nslots=nslots, ngroups=nslots // PTRS_PER_GROUP,
-                   node_capacity=nslots // 2 + 16, contents=max(2, nslots // (2 * dup)),
-                   ncpus=ncpus)
+                   node_capacity=nslots // 2 + 16, contents=max(2, nslots // 2), ncpus=ncpus)
 
     def as_dict(self) -> dict:
         return asdict(self)
