@@ -10,6 +10,12 @@ extensions = [
         include_dirs=["cython_ext"],
         extra_compile_args=["-O2"],
     ),
+    Extension(
+        "emu._ksm_sweep",
+        ["cython_ext/ksm_sweep.pyx"],
+        include_dirs=["cython_ext"],
+        extra_compile_args=["-O2"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}))

@@ -49,7 +49,7 @@ class World:
         self.ksm.scan_slot(s2)  # merged: a new KSM page and stable_node
         kpfn = pte(self.ksmd, s1)
         assert pte(self.ksmd, s2) == kpfn
-        node = self.ksm.stable[content]
+        node = int(self.ksm.stable_by_content[content]) - 1
         return kpfn, node
 
 
@@ -224,3 +224,50 @@ def test_merge_on_every_arch(tmp_path, arch):
     assert raw == (w.ksm.node_addr(node) + 3).to_bytes(w.ksmd.word, w.m.cfg.byte_order)
     _reclaim_all(w, kpfn)
     assert w.ksmd.page_count(kpfn) == 0 and not w.violations()
+
+
+# -- the nogil sweep --------------------------------------------------------------
+
+def test_sweep_matches_per_node_path(tmp_path):
+    w = World(tmp_path)
+    pairs = [w.merge_pair(2 * i, 2 * i + 1, content=100 + i) for i in range(6)]
+    for kpfn, _ in pairs[:2]:
+        _reclaim_all(w, kpfn)  # two KSM pages freed: their nodes go stale
+    ok, stale, freed, bad, corrupt = w.ksm.sweep()
+    assert (ok, stale, freed, bad, corrupt) == (4, 2, 0, 0, 0)
+    assert w.ksmd.counter("stable_nodes_removed") == 2
+    assert [w.ksm.node_live[n] for _, n in pairs] == [0, 0, 1, 1, 1, 1]
+    for kpfn, _ in pairs[2:]:
+        assert w.ksmd.page_count(kpfn) == 2  # every reference taken was put back
+    assert not w.violations()
+
+
+def test_sweep_catches_the_hazard(tmp_path):
+    w, node, pt = _hazard(tmp_path, 3, **HOSTILE)
+    ok, stale, freed, bad, corrupt = w.ksm.sweep()
+    assert bad == 1 and ok == 0
+    (v,) = w.violations()
+    assert v["code"] == V_FALSE_OPEN and v["pfn"] == pt
+
+
+def test_sweep_checks_geometry(tmp_path):
+    import numpy as np
+
+    from emu._ksm_sweep import sweep_get_ksm_page
+
+    w = World(tmp_path)
+    mm = w.ksmd
+    live = np.ones(4, np.uint8)
+    base = dict(nodes_off=mm.sn.offset, node_size=mm.sn_size, kpfn_rel=mm.sn_kpfn, nodes_addr=mm.sn.base,
+                live=live, mem_map_off=mm.mem_map, page_size=mm.psize, nr_pages=mm.geo.nr_pages,
+                mapping_rel=mm.mapping_rel, count_rel=mm.count_rel, word=8, status=np.zeros(4, np.uint8))
+    with pytest.raises(IndexError, match="exceed"):
+        sweep_get_ksm_page(w.m.mm, "little", **(base | {"nodes_off": w.m.size - 8}))
+    with pytest.raises(ValueError, match="aligned"):
+        sweep_get_ksm_page(w.m.mm, "little", **(base | {"nodes_off": mm.sn.offset + 4}))
+    with pytest.raises(IndexError, match="exceed"):
+        sweep_get_ksm_page(w.m.mm, "little", **(base | {"nr_pages": 1 << 40}))
+    with pytest.raises(ValueError, match="status"):
+        sweep_get_ksm_page(w.m.mm, "little", **(base | {"status": np.zeros(3, np.uint8)}))
+    mm.a.store(mm.sn.offset + mm.sn_kpfn, 8, 1 << 40)  # a corrupt node: kpfn out of range
+    assert sweep_get_ksm_page(w.m.mm, "little", **base)[4] == 1

@@ -23,3 +23,20 @@ def test_bench_atomics_bad_args():
     r = subprocess.run([sys.executable, str(TOOLS / "bench_atomics.py"), "--repeats", "0"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "must be positive" in r.stderr
+
+
+def test_bench_ksm_json():
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_ksm.py"), "--json", "--nodes", "20000",
+                        "--python-nodes", "2000", "--repeats", "1", "--duration", "1", "--pages", "2048",
+                        "--rates", "100", "--skip", "big"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["sweep"]["nodes"] == 20000 and d["sweep"]["nogil_nodes_per_s"] > 0
+    assert [(x["protocol"], x["ksmd_pages_per_20ms"]) for x in d["time_to_free"]] == [("keyhole", 100),
+                                                                                     ("refcount", 100)]
+    assert all(x["violations"] == 0 for x in d["time_to_free"])
+
+
+def test_bench_ksm_bad_args():
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_ksm.py"), "--rates", "x"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--rates" in r.stderr

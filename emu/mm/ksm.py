@@ -11,7 +11,9 @@ next one handed out, as with a kmem_cache).
 
 The stable tree is an index by content rather than an rbtree: a lookup meets
 one node, so ksmd also calls get_ksm_page on ceil(log2 n) further nodes per
-batch, taken in turn from all live nodes, as a descent would meet them.
+batch, taken in turn from all live nodes, as a descent would meet them; and
+at the end of each full pass it sweeps every stable node in one nogil loop
+(emu._ksm_sweep), removing the stale ones.
 
 Protocols (`mm.protocol`):
   keyhole             get_ksm_page exactly as 2.6.33
@@ -27,17 +29,19 @@ import time
 
 import numpy as np
 
+from .._ksm_sweep import sweep_get_ksm_page
 from .core import (
     MM,
     PAGE_MAPPING_ANON,
     PAGE_MAPPING_KSM,
+    SHADOW_FIELDS,
     V_CHANGED_WHILE_REF,
     V_FALSE_OPEN,
     V_NODE_FREED_WITH_KEY,
 )
-from .page_alloc import get_page, put_page
+from .page_alloc import free_hot_cold_page, get_page, put_page
 from .rmap import PteLocks, group_of, page_remove_rmap, pte, set_pte, vaddr
-from .world import KSM, W_ANON, W_KSM_KEY, W_KSM_NULL, log2_ceil
+from .world import KSM, SHADOW_DTYPE, W_ANON, W_KSM_KEY, W_KSM_NULL, log2_ceil
 
 STABLE_FLAG = 0x200
 PROTOCOLS = ("keyhole", "refcount", "keyhole-no-recheck", "keyhole-no-clear")
@@ -50,8 +54,11 @@ class Ksm:
         self.mm = mm
         self.locks = locks
         g = mm.geo
-        self.stable: dict[int, int] = {}  # content -> node index
-        self.free_nodes = list(range(g.node_capacity - 1, -1, -1))  # pop() gives 0 first
+        # content -> node index + 1 (0: none); numpy, not a dict: millions of pages
+        self.stable_by_content = np.zeros(g.contents, np.int64)
+        # the stable_node kmem_cache's free objects, a LIFO stack: node 0 first
+        self.free_nodes = np.arange(g.node_capacity - 1, -1, -1, dtype=np.int64)
+        self.nfree = g.node_capacity
         self.unstable = np.zeros(g.contents, np.int64)  # content -> slot + 1, this pass
         self.node_cursor = 0
         self.refcount = mm.protocol == "refcount"
@@ -194,19 +201,21 @@ class Ksm:
         if mm.mapping(kpfn) == self.node_addr(idx) + 3:
             mm.violation(V_NODE_FREED_WITH_KEY, kpfn, self.node_addr(idx), self.node_addr(idx) + 3)
         content = int(mm.node_meta_view[idx]["content"])
-        if self.stable.get(content) == idx:
-            del self.stable[content]
+        if self.stable_by_content[content] == idx + 1:
+            self.stable_by_content[content] = 0
         mm.h.store(mm.node_meta + idx * 16, 4, 0)
         self.node_live[idx] = 0
-        self.free_nodes.append(idx)  # kfree: reused next
+        self.free_nodes[self.nfree] = idx  # kfree: reused next
+        self.nfree += 1
         mm.count("stable_nodes_removed")
 
     def stable_tree_insert(self, kpfn: int, content: int) -> int:
         """A new stable_node for kpfn; mapping gets the key. -1 if the slab is full."""
         mm = self.mm
-        if not self.free_nodes:
+        if not self.nfree:
             return -1
-        idx = self.free_nodes.pop()
+        self.nfree -= 1
+        idx = int(self.free_nodes[self.nfree])
         off = self.node_off(idx)
         self._st(off + mm.sn_kpfn, kpfn)
         self._st(off + mm.sn_hlist, 0)
@@ -220,7 +229,7 @@ class Ksm:
         mm.sh_set(kpfn, "state", KSM)
         mm.sh_set(kpfn, "writer", W_KSM_KEY)
         mm.set_mapping(kpfn, self.node_addr(idx) + 3)  # set_page_stable_node
-        self.stable[content] = idx
+        self.stable_by_content[content] = idx + 1
         self.node_live[idx] = 1
         return idx
 
@@ -268,7 +277,7 @@ class Ksm:
         if pfn < 0 or mm.mapping(pfn) & 3 == 3:
             return
         content = mm.sh(pfn, "content")
-        node = self.stable.get(content, -1)
+        node = int(self.stable_by_content[content]) - 1
         if node >= 0:
             kpage = self.get_ksm_page(node)
             if kpage >= 0:
@@ -341,16 +350,40 @@ class Ksm:
 
     def meet_nodes(self) -> None:
         """get_ksm_page on ceil(log2 n) live nodes, in turn, as a tree descent meets them."""
-        live = np.flatnonzero(self.node_live)
-        if not len(live):
+        cap = len(self.node_live)
+        want = log2_ceil(cap - self.nfree)
+        window = np.flatnonzero(self.node_live[self.node_cursor:self.node_cursor + 64 * want])[:want]
+        if not len(window):
+            self.node_cursor = 0
             return
-        for _ in range(log2_ceil(len(live))):
-            self.node_cursor = (self.node_cursor + 1) % len(live)
-            idx = int(live[self.node_cursor])
+        for idx in (window + self.node_cursor).tolist():
             if self.node_live[idx]:
                 page = self.get_ksm_page(idx)
                 if page >= 0:
                     self.put_ksm_page(page, idx)
+        self.node_cursor = int(window[-1]) + self.node_cursor + 1
 
-
-
+    def sweep(self) -> tuple[int, ...]:
+        """get_ksm_page over every live node in one nogil loop; stale nodes removed."""
+        mm = self.mm
+        status = np.zeros(len(self.node_live), np.uint8)
+        counts = sweep_get_ksm_page(
+            mm.m.mm, mm.m.cfg.byte_order, nodes_off=mm.sn.offset, node_size=mm.sn_size,
+            kpfn_rel=mm.sn_kpfn, nodes_addr=mm.sn.base, live=self.node_live,
+            mem_map_off=mm.mem_map, page_size=mm.psize, nr_pages=mm.geo.nr_pages,
+            mapping_rel=mm.mapping_rel, count_rel=mm.count_rel, word=mm.word, status=status,
+            shadow_off=mm.shadow, shadow_size=SHADOW_DTYPE.itemsize,
+            shadow_state_rel=SHADOW_FIELDS["state"][0], shadow_node_rel=SHADOW_FIELDS["node"][0],
+            ksm_state=KSM, recheck=self.recheck)
+        ok, stale, freed, bad, corrupt = counts
+        mm.count("get_ksm_page_ok", ok)
+        mm.count("get_ksm_page_stale", stale)
+        for idx in np.flatnonzero(status == 4).tolist():
+            kpfn = self.kpfn(idx)
+            mm.violation(V_FALSE_OPEN, kpfn, self.node_addr(idx), self.node_addr(idx) + 3,
+                         detail=mm.sh(kpfn, "state"))
+        for idx in np.flatnonzero(status == 3).tolist():
+            free_hot_cold_page(mm, self.kpfn(idx))  # our put was the last one
+        for idx in np.flatnonzero(status == 2).tolist():
+            self.remove_node_from_stable_tree(idx)
+        return counts

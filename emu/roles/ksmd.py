@@ -28,6 +28,7 @@ def run(mm: MM, locks: PteLocks, p: KsmdParams, progress) -> None:
             if cursor == nslots:  # a full pass: the unstable tree starts afresh
                 cursor = 0
                 ksm.unstable[:] = 0
+                ksm.sweep()
                 mm.count("ksmd_passes")
         mm.count("ksmd_scanned", p.pages_to_scan)
         ksm.meet_nodes()

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Benchmark the emulation's goals, each against a baseline in the same run.
+
+1. sweep: get_ksm_page over every stable node as one nogil Cython loop
+   (emu._ksm_sweep), beside the same keyhole logic in Python calling the
+   atomics per node. Nodes per second, on one core.
+2. time-to-free: reclaim's decision to a KSM page on the free list, p50/p99,
+   with the keyhole and the refcount protocol at several ksmd rates.
+3. big run: 4M struct pages (16 GiB emulated) with ksmd, reclaim and two
+   allocators; the proportional set size of every process together, against
+   the size of the mapping; violations.
+
+Prints a table, or one JSON object with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emu._ksm_sweep import sweep_get_ksm_page
+from emu.kconfig import resolve
+from emu.machine import RegionSpec, create
+from emu.mm.world import KSM, SHADOW_DTYPE
+
+
+def build_nodes(path: Path, nodes: int, stale_every: int) -> tuple:
+    """A machine whose pages are the KSM pages of the nodes, in a random order
+    (as KSM pages are scattered over memory); every stale_every-th node's page
+    has been freed (mapping NULL, _count 0)."""
+    cfg = resolve()
+    from emu.structs import kernel_for
+
+    k = kernel_for(cfg)
+    m = create(path, cfg, nodes, regions=[RegionSpec("stable_nodes", nodes * k.stable_node.size),
+                                          RegionSpec("shadow", nodes * SHADOW_DTYPE.itemsize)])
+    from emu.layout import Layout
+
+    sn = m.region("stable_nodes")
+    lay = Layout(k.stable_node, cfg.byte_order)
+    arr = m.region_array("stable_nodes", lay.dtype)
+    kpfn = np.random.default_rng(1).permutation(nodes).astype(np.uint64)
+    arr["kpfn"] = kpfn
+    keys = sn.base + np.arange(nodes, dtype=np.uint64) * k.stable_node.size + 3
+    live = np.ones(nodes, np.uint8)
+    stale = np.zeros(nodes, bool)
+    stale[::stale_every] = True
+    m.pages["mapping"][kpfn] = np.where(stale, 0, keys)
+    m.pages["_count.counter"][kpfn] = np.where(stale, 0, 1)
+    sh = m.region_array("shadow", SHADOW_DTYPE)
+    sh["state"][kpfn] = np.where(stale, 0, KSM)
+    sh["node"][kpfn] = np.where(stale, 0, keys - 3)
+    del arr, sh
+    return m, k, live, sn
+
+
+def python_get_ksm_page(a, node_off, node_size, kpfn_rel, nodes_addr, mem_map, psize, mapping_rel,
+                        count_rel, i) -> int:
+    """The keyhole, one atomic call at a time: 1 ok, 2 stale."""
+    kpfn = a.load(node_off + i * node_size + kpfn_rel, 8)
+    page = mem_map + kpfn * psize
+    expected = nodes_addr + i * node_size + 3
+    if a.load(page + mapping_rel, 8) != expected:
+        return 2
+    if not a.atomic_inc_not_zero(page + count_rel):
+        return 2
+    status = 1 if a.load(page + mapping_rel, 8) == expected else 2
+    a.atomic_dec_and_test(page + count_rel)
+    return status
+
+
+def bench_sweep(nodes: int, py_nodes: int, repeats: int) -> dict:
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+        m, k, live, sn = build_nodes(Path(d) / "sweep.ksm", nodes, 10)
+        lay = m.page_layout
+        kw = dict(nodes_off=sn.offset, node_size=k.stable_node.size, kpfn_rel=k.stable_node.member("kpfn")[0],
+                  nodes_addr=sn.base, mem_map_off=m.mem_map_offset, page_size=m.page_size,
+                  nr_pages=nodes, mapping_rel=lay.offset("mapping"), count_rel=lay.offset("_count.counter"),
+                  word=8, shadow_off=m.region("shadow").offset)
+        status = np.zeros(nodes, np.uint8)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            counts = sweep_get_ksm_page(m.mm, "little", live=live, status=status, **kw)
+            times.append(time.perf_counter() - t0)
+        assert counts[0] == nodes - len(range(0, nodes, 10)) and counts[3] == 0, counts
+        args = (m.atomics, sn.offset, k.stable_node.size, kw["kpfn_rel"], sn.base, m.mem_map_offset,
+                m.page_size, kw["mapping_rel"], kw["count_rel"])
+        py_times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            ok = sum(python_get_ksm_page(*args, i) == 1 for i in range(py_nodes))
+            py_times.append(time.perf_counter() - t0)
+        assert ok == py_nodes - len(range(0, py_nodes, 10))
+        m.close()
+    c_rate = nodes / min(times)
+    py_rate = py_nodes / min(py_times)
+    return {"nodes": nodes, "stale_fraction": 0.1, "nogil_nodes_per_s": c_rate,
+            "python_nodes": py_nodes, "python_nodes_per_s": py_rate, "speedup": c_rate / py_rate}
+
+
+def bench_time_to_free(duration: float, pages: int, rates: list[int]) -> list[dict]:
+    from emu.launch import RunSpec, assign_cpus, run
+
+    out = []
+    for protocol in ("keyhole", "refcount"):
+        for rate in rates:
+            with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+                spec = RunSpec(cfg=resolve(), protocol=protocol, pages=pages, duration=duration,
+                               pages_to_scan=rate, state=str(Path(d) / "t.state"), progress=False)
+                spec.cpus = assign_cpus(spec, {})
+                s = run(spec, logging.ERROR).summary
+            out.append({"protocol": protocol, "ksmd_pages_per_20ms": rate, "duration_s": duration,
+                        "ksm": s["reclaim_time_to_free_us"], "anon": s["reclaim_time_to_free_anon_us"],
+                        "ksmd_passes": s["counts"]["ksmd_passes"], "violations": s["violations_total"]})
+    return out
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def bench_big_run(pages: int, duration: float) -> dict:
+    state = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)) / "big.state"
+    cmd = [sys.executable, "-m", "emu.cli", "run", "--pages", str(pages), "--duration", str(duration),
+           "--state", str(state), "--json", "-v", "--no-progress"]
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = {"launcher": p.pid}
+    while len(pids) < 5:
+        line = p.stderr.readline()
+        if not line:
+            break
+        m = re.search(r" (\S+) cpu\d+ pid\d+: started, pid (\d+)", line)
+        if m:
+            pids[m.group(1)] = int(m.group(2))
+    setup_s = time.monotonic() - t0
+    samples = []
+    while p.poll() is None:
+        time.sleep(1.0)
+        total = sum(_pss_kb(pid) for pid in pids.values())
+        if total:
+            samples.append(total)
+    out, err = p.communicate()
+    summary = json.loads(out)
+    mapping = state.stat().st_size
+    state.unlink()
+    state.parent.rmdir()
+    peak = max(samples) * 1024 if samples else 0
+    return {"pages": pages, "emulated_gib": pages * 4096 / 2**30, "duration_s": duration,
+            "setup_s": round(setup_s, 2), "mapping_mb": mapping / 2**20, "peak_pss_mb": peak / 2**20,
+            "pss_over_mapping": peak / mapping, "processes": len(pids),
+            "violations": summary["violations_total"], "exit_code": p.returncode,
+            "reclaim_time_to_free_us": summary["reclaim_time_to_free_us"],
+            "counts": {k: summary["counts"][k] for k in ("get_ksm_page_ok", "get_ksm_page_stale",
+                                                         "ksm_pages_merged", "pages_freed")}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--nodes", type=int, default=4_000_000, help="stable nodes in the sweep (default 4M)")
+    p.add_argument("--python-nodes", type=int, default=200_000, help="nodes for the Python sweep")
+    p.add_argument("--repeats", type=int, default=3, help="sweep samples; the best is reported")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per time-to-free run")
+    p.add_argument("--pages", type=int, default=65536, help="pages in the time-to-free runs")
+    p.add_argument("--rates", default="10,100,1000", help="ksmd pages per 20 ms to compare")
+    p.add_argument("--big-pages", type=int, default=4 << 20, help="pages of the big run (default 4M)")
+    p.add_argument("--big-duration", type=float, default=30.0)
+    p.add_argument("--skip", action="append", default=[], choices=["sweep", "free", "big"],
+                   help="skip a part (repeatable)")
+    args = p.parse_args(argv)
+    try:
+        rates = [int(r) for r in args.rates.split(",")]
+    except ValueError:
+        p.error(f"--rates wants comma-separated integers, not {args.rates!r}")
+    if min([args.nodes, args.python_nodes, args.repeats, args.pages, args.big_pages, *rates]) < 1 \
+            or args.duration <= 0 or args.big_duration <= 0:
+        p.error("counts, rates and durations must be positive")
+    r: dict = {"cpus": os.cpu_count()}
+    if "sweep" not in args.skip:
+        r["sweep"] = bench_sweep(args.nodes, min(args.python_nodes, args.nodes), args.repeats)
+    if "free" not in args.skip:
+        r["time_to_free"] = bench_time_to_free(args.duration, args.pages, rates)
+    if "big" not in args.skip:
+        r["big_run"] = bench_big_run(args.big_pages, args.big_duration)
+    r["goals"] = {}
+    if "sweep" in r:
+        r["goals"]["sweep >= 10M nodes/s"] = r["sweep"]["nogil_nodes_per_s"] >= 10e6
+    if "time_to_free" in r:
+        kh = [x["ksm"]["p99"] for x in r["time_to_free"] if x["protocol"] == "keyhole"]
+        r["goals"]["keyhole p99 < 1 ms at every rate"] = all(v is not None and v < 1000 for v in kh)
+    if "big_run" in r:
+        b = r["big_run"]
+        r["goals"]["big run: no violations"] = b["violations"] == 0 and b["exit_code"] == 0
+        r["goals"]["big run: PSS <= 1.3x mapping"] = b["pss_over_mapping"] <= 1.3
+    if args.json:
+        json.dump(r, sys.stdout, indent=2)
+        print()
+        return 0
+    if "sweep" in r:
+        s = r["sweep"]
+        print(f"sweep of get_ksm_page, {s['nodes']} nodes (10% stale): nogil {s['nogil_nodes_per_s'] / 1e6:.1f}M "
+              f"nodes/s; Python per node {s['python_nodes_per_s'] / 1e6:.2f}M nodes/s; x{s['speedup']:.0f}")
+    if "time_to_free" in r:
+        print(f"\nreclaim time to free, {args.pages} pages, {args.duration:.0f} s per run (us):")
+        print(f"{'protocol':10} {'ksmd/20ms':>9} {'KSM p50':>9} {'KSM p99':>9} {'KSM max':>9} {'n':>6} "
+              f"{'anon p99':>9} {'passes':>6}")
+        for x in r["time_to_free"]:
+            k, a = x["ksm"], x["anon"]
+            print(f"{x['protocol']:10} {x['ksmd_pages_per_20ms']:>9} {k['p50'] or '-':>9} {k['p99'] or '-':>9} "
+                  f"{k['max'] or '-':>9} {k['n']:>6} {a['p99'] or '-':>9} {x['ksmd_passes']:>6}")
+    if "big_run" in r:
+        b = r["big_run"]
+        print(f"\nbig run: {b['pages']} pages ({b['emulated_gib']:.0f} GiB emulated), {b['processes']} processes, "
+              f"setup {b['setup_s']} s: mapping {b['mapping_mb']:.0f} MiB, peak PSS {b['peak_pss_mb']:.0f} MiB "
+              f"({b['pss_over_mapping']:.2f}x), violations {b['violations']}, exit {b['exit_code']}")
+    print("\ngoals: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in r["goals"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
