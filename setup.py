@@ -18,4 +18,5 @@ extensions = [
     ),
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}))
+setup(ext_modules=cythonize(extensions, include_path=["cython_ext"],
+                            compiler_directives={"language_level": "3"}))

@@ -19,27 +19,11 @@ cdef extern from "Python.h":
     unsigned long long PyLong_AsUnsignedLongLong(object) except? -1
     long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
 
-cdef extern from "ksm_atomic.h" nogil:
-    uint64_t ko_bswap(uint64_t v, int size)
-    uint64_t ko_mask(int size)
-    uint64_t ko_load(char *p, int size, int swap, int order)
-    void ko_store(char *p, int size, int swap, uint64_t v, int order)
-    uint64_t ko_xchg(char *p, int size, int swap, uint64_t v, int order)
-    uint64_t ko_cas(char *p, int size, int swap, uint64_t expected, uint64_t desired, int order)
-    uint64_t ko_fetch_op(char *p, int size, int swap, int op, uint64_t v, int order)
-    void ko_relax(uint64_t spins)
-    enum:
-        KO_SPINLOCK_MAGIC
-        KO_ADD
-        KO_AND
-        KO_OR
-        KO_XOR
-        __ATOMIC_RELAXED
-        __ATOMIC_CONSUME
-        __ATOMIC_ACQUIRE
-        __ATOMIC_RELEASE
-        __ATOMIC_ACQ_REL
-        __ATOMIC_SEQ_CST
+from ksm_atomic cimport (
+    KO_ADD, KO_AND, KO_OR, KO_SPINLOCK_MAGIC, KO_XOR, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE,
+    __ATOMIC_RELAXED, __ATOMIC_RELEASE, __ATOMIC_SEQ_CST, ko_cas, ko_fetch_op, ko_host_big, ko_load,
+    ko_mask, ko_relax, ko_store, ko_xchg,
+)
 
 RELAXED = __ATOMIC_RELAXED
 ACQUIRE = __ATOMIC_ACQUIRE
@@ -48,12 +32,6 @@ ACQ_REL = __ATOMIC_ACQ_REL
 SEQ_CST = __ATOMIC_SEQ_CST
 _ORDERS = {RELAXED: "relaxed", ACQUIRE: "acquire", RELEASE: "release",
            ACQ_REL: "acq_rel", SEQ_CST: "seq_cst"}
-
-cdef extern from *:
-    """
-    static int ko_host_big(void) { const uint16_t x = 1; return *(const uint8_t *)&x == 0; }
-    """
-    int ko_host_big()
 
 SPINLOCK_MAGIC = 0xdead4ead
 

@@ -26,6 +26,12 @@ static inline uint64_t ko_bswap(uint64_t v, int size)
     }
 }
 
+static inline int ko_host_big(void)
+{
+    const uint16_t x = 1;
+    return *(const uint8_t *)&x == 0;
+}
+
 static inline uint64_t ko_mask(int size)
 {
     return size == 8 ? ~(uint64_t)0 : (((uint64_t)1 << (8 * size)) - 1);

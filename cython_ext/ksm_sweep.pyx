@@ -17,22 +17,7 @@ status[i] after the sweep:
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 
-cdef extern from "ksm_atomic.h" nogil:
-    uint64_t ko_load(char *p, int size, int swap, int order)
-    uint64_t ko_cas(char *p, int size, int swap, uint64_t expected, uint64_t desired, int order)
-    uint64_t ko_fetch_op(char *p, int size, int swap, int op, uint64_t v, int order)
-    uint64_t ko_mask(int size)
-    enum:
-        KO_ADD
-        __ATOMIC_RELAXED
-        __ATOMIC_ACQUIRE
-        __ATOMIC_SEQ_CST
-
-cdef extern from *:
-    """
-    static int ks_host_big(void) { const uint16_t x = 1; return *(const uint8_t *)&x == 0; }
-    """
-    int ks_host_big()
+from ksm_atomic cimport KO_ADD, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED, __ATOMIC_SEQ_CST, ko_cas, ko_fetch_op, ko_host_big, ko_load, ko_mask
 
 
 cdef int _region(Py_ssize_t length, Py_ssize_t off, Py_ssize_t stride, Py_ssize_t count,
@@ -59,7 +44,7 @@ def sweep_get_ksm_page(object buf, str byte_order, *, Py_ssize_t nodes_off, Py_s
     cdef char *base
     cdef char *page
     cdef char *sh
-    cdef int swap = (byte_order == "big") != ks_host_big()
+    cdef int swap = (byte_order == "big") != ko_host_big()
     cdef uint64_t kpfn, expected, c, seen, old
     cdef uint64_t ok = 0, stale = 0, freed = 0, bad = 0, corrupt = 0
     cdef bint check_shadow = shadow_off >= 0
