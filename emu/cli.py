@@ -10,6 +10,7 @@ import sys
 from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
 from .machine import MachineError
 from .mm.ksm import PROTOCOLS
+from .mm.world import STATE_NAMES
 
 MIN_PAGES = 1024
 
@@ -61,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress line on a terminal")
     r.add_argument("-v", "--verbose", action="store_true", help="log every role's start and stop")
     r.set_defaults(func=cmd_run)
+
+    k = sub.add_parser("kmem", help="crash-style 'kmem -p' rows of a machine file's struct pages")
+    k.add_argument("state", nargs="?", default="/dev/shm/ksm-emu.state", metavar="STATE",
+                   help="machine file (default /dev/shm/ksm-emu.state, the last run's)")
+    k.add_argument("--pfn", default="0", metavar="N[:COUNT]",
+                   help="first pfn and how many (default: all from 0)")
+    k.add_argument("--is", dest="kind", choices=STATE_NAMES, help="only pages that really are this")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_kmem)
     return p
 
 
@@ -112,11 +122,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = run(spec, logging.INFO if args.verbose else logging.WARNING)
     except MachineError as e:
         raise UserError(str(e)) from None
+    except KeyboardInterrupt:  # before the roles started: nothing to summarise
+        sys.stderr.write("ksm-emu: interrupted during setup\n")
+        return 130
     if args.json:
         print_json(outcome.summary)
     else:
         print(render_summary(outcome.summary))
     return outcome.exit_code
+
+
+def cmd_kmem(args: argparse.Namespace) -> int:
+    from . import kmem
+    from .machine import attach
+
+    first, _, count = args.pfn.partition(":")
+    try:
+        start, n = int(first, 0), (int(count, 0) if count else None)
+    except ValueError:
+        raise UserError(f"bad --pfn {args.pfn!r}: want N or N:COUNT") from None
+    try:
+        m = attach(args.state)
+    except MachineError as e:
+        raise UserError(str(e)) from None
+    try:
+        if not 0 <= start < m.nr_pages or (n is not None and n < 1):
+            raise UserError(f"--pfn {args.pfn}: this machine has pfns 0..{m.nr_pages - 1}")
+        rs = kmem.rows(m, start, n if n is not None else m.nr_pages, args.kind)
+        if args.json:
+            print_json({"state": args.state, "config": m.cfg.as_dict(), "pages": rs})
+        else:
+            print(kmem.render(m, rs))
+    finally:
+        m.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -205,6 +205,19 @@ class Machine:
         self.close()
 
 
+def _check_space(path: Path, size: int) -> None:
+    """The file is sparse: running out of space would come later, as SIGBUS on a
+    page fault in the middle of a run. Refuse now instead."""
+    try:
+        st = os.statvfs(path.parent if str(path.parent) else ".")
+    except OSError as e:
+        raise MachineError(f"cannot create {path}: {e.strerror}") from None
+    free = st.f_bavail * st.f_frsize
+    if size > free:
+        raise MachineError(f"{path}: the machine needs {size >> 20} MiB, the file system has "
+                           f"{free >> 20} MiB free")
+
+
 def create(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str = "keyhole",
            regions: Iterable[RegionSpec] = (), overwrite: bool = False,
            meta: Mapping | None = None) -> Machine:
@@ -222,6 +235,7 @@ def create(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str
     if len(blob) > HEADER_MAX:
         raise MachineError("header too large: too many regions")
     size = max(_align(r.offset + r.size) for r in regs)
+    _check_space(path, size)
     flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
         fd = os.open(path, flags, 0o644)

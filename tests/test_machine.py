@@ -74,6 +74,13 @@ def test_address_map_override_and_clash(tmp_path):
         create(tmp_path / "b", cfg, 8, regions=[RegionSpec("x", 4096, base=cfg.mem_map + 64)])
 
 
+def test_create_refuses_beyond_free_space(tmp_path):
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    with pytest.raises(MachineError, match="MiB free"):
+        create(tmp_path / "huge", resolve(), free // 32)  # 64-byte struct pages: twice the space
+    assert not (tmp_path / "huge").exists()
+
+
 def test_create_errors(tmp_path, make_machine):
     _, path = make_machine()
     with pytest.raises(MachineError, match="exists"):

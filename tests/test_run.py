@@ -143,3 +143,27 @@ def test_refuses_to_overwrite_other_files(tmp_path):
     r = subprocess.run([*CMD, "--state", str(precious), "--duration", "1"], capture_output=True, text=True)
     assert r.returncode == 2 and "not a ksm-emu state file" in r.stderr
     assert precious.read_text() == "keep me"
+
+
+def test_kmem_reads_a_finished_run(tmp_path):
+    state = tmp_path / "k.state"
+    r = subprocess.run([*CMD, "--state", str(state), "--duration", "2", "--pages", "4096", "--arch", "ppc64",
+                        "--kernel", "2.6.32", "-e", "PREEMPT", "-e", "DEBUG_SPINLOCK"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    kmem = [sys.executable, "-m", "emu.cli", "kmem", str(state)]
+    d = json.loads(subprocess.run([*kmem, "--json"], capture_output=True, text=True).stdout)
+    pages = d["pages"]
+    assert len(pages) == 4096 and d["config"]["arch"] == "ppc64"
+    ksm = [p for p in pages if p["is"] == "ksm"]
+    assert ksm and all(p["decoded"] == f"stable_node {p['mapping'] - 3:#x}" for p in ksm)
+    pt = [p for p in pages if p["is"] == "pagetable"]
+    assert pt and all(p["decoded"].startswith("ptl: ptl.magic=0xdead4ead ptl.owner_cpu=") for p in pt)
+    assert all(p["count"] == 0 and p["mapping"] == 0 for p in pages if p["is"] == "free")
+    text = subprocess.run([*kmem, "--pfn", "5:3"], capture_output=True, text=True).stdout.splitlines()
+    assert text[0].split()[:3] == ["PAGE", "PHYSICAL", "MAPPING"] and len(text) == 4
+    assert text[1].startswith("f000000000000140")  # vmemmap + 5 * 64
+    r = subprocess.run([*kmem, "--pfn", "99999"], capture_output=True, text=True)
+    assert r.returncode == 2 and "pfns 0..4095" in r.stderr
+    r = subprocess.run([*kmem[:-1], str(tmp_path / "none")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no such machine file" in r.stderr and "Traceback" not in r.stderr
