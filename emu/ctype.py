@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 class Abi:
     word_bytes: int
     byte_order: str  # "little" / "big"
+    align8: int = 8  # alignment of an 8-byte scalar inside a struct (i386 SysV: 4)
 
     def scalar(self, c_name: str, size: int, signed: bool = False) -> Scalar:
-        return Scalar(c_name, size, size, signed)
+        return Scalar(c_name, size, self.align8 if size == 8 else size, signed)
 
     @property
     def ulong(self) -> Scalar:

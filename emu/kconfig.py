@@ -37,6 +37,7 @@ class Arch:
     gcc: tuple[str, ...]  # a compiler invocation producing this ABI
     is_arm: bool = False
     is_x86: bool = False
+    align8: int = 8  # alignment of 8-byte scalars in structs (i386 SysV: 4)
 
     @property
     def word_bytes(self) -> int:
@@ -57,7 +58,7 @@ ARCHES: dict[str, Arch] = {
     a.name: a
     for a in (
         Arch("i386", 32, "little", "slock", 4, LOCK_TICKET, False,
-             0xC0000000, 0xC1000000, ("gcc", "-m32"), is_x86=True),
+             0xC0000000, 0xC1000000, ("gcc", "-m32"), is_x86=True, align8=4),
         Arch("x86_64", 64, "little", "slock", 4, LOCK_TICKET, False,
              0xFFFF880000000000, 0xFFFFEA0000000000, ("gcc", "-m64"), is_x86=True),
         Arch("arm", 32, "little", "lock", 4, LOCK_TOKEN, True,

@@ -18,7 +18,7 @@ class Kernel:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         a = cfg.arch
-        abi = self.abi = Abi(a.word_bytes, a.byte_order)
+        abi = self.abi = Abi(a.word_bytes, a.byte_order, a.align8)
         u8, u16 = abi.scalar("u8", 1), abi.scalar("u16", 2)
         uint, sint = abi.scalar("unsigned int", 4), abi.scalar("int", 4, True)
         ulong = abi.ulong

@@ -114,3 +114,24 @@ def test_comparison_catches_a_wrong_abi(tmp_path):
 def _keys(cfg):
     return {(s, f.path, w) for s, rec in kernel_for(cfg).structs.items()
             for f in walk(rec) if not f.anonymous for w in ("offset", "size")}
+
+
+@pytest.mark.parametrize("arch", list(ARCHES))
+def test_eight_byte_alignment_rule(tmp_path, arch):
+    """i386 aligns 8-byte scalars to 4 inside structs; the others to 8 (arm EABI included)."""
+    import subprocess
+
+    from ccheck import SIZE_RE
+
+    from emu.ctype import Abi, struct
+
+    a = ARCHES[arch]
+    abi = Abi(a.word_bytes, a.byte_order, a.align8)
+    rec = struct("p", [("c", abi.scalar("char", 1)), ("x", abi.scalar("unsigned long long", 8))])
+    src = tmp_path / "p.c"
+    src.write_text("struct p { char c; unsigned long long x; };\n"
+                   "char o[__builtin_offsetof(struct p, x) + 1] = {1};\n"
+                   "char s[sizeof(struct p) + 1] = {1};\n")
+    out = subprocess.run([*a.gcc, "-S", "-o", "-", str(src)], capture_output=True, text=True, check=True).stdout
+    sizes = {m.group(1): int(m.group(2)) - 1 for m in SIZE_RE.finditer(out)}
+    assert (sizes["o"], sizes["s"]) == (rec.offsets[1], rec.size)

@@ -100,6 +100,11 @@ def put_page(mm: MM, pfn: int) -> bool:
     return False
 
 
+def page_freeze_refs(mm: MM, pfn: int, count: int) -> bool:
+    """cmpxchg(_count, count, 0) == count: while frozen, get_page_unless_zero fails."""
+    return mm.a.atomic_cmpxchg(mm.page_off(pfn) + mm.count_rel, count, 0) == count
+
+
 def free_pages_check(mm: MM, pfn: int) -> int:
     """Bitmask of what is wrong with a page being freed (0: fine)."""
     off = mm.page_off(pfn)

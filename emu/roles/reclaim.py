@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..mm.core import MM
 from ..mm.ksm import Ksm
-from ..mm.page_alloc import nr_free, put_page
+from ..mm.page_alloc import free_hot_cold_page, nr_free, page_freeze_refs, put_page
 from ..mm.rmap import PteLocks, get_pte_page, zap_pte
 
 
@@ -40,6 +40,12 @@ def run(mm: MM, locks: PteLocks, p: ReclaimParams, rng: random.Random, progress)
         if mm.trylock_page(pfn):
             shrink_page(mm, locks, ksm, slot, pfn)
             mm.unlock_page(pfn)
+            # __remove_mapping: only our reference left? freeze it and free the page;
+            # a speculative reference (ksmd's get_ksm_page) makes the freeze fail
+            if page_freeze_refs(mm, pfn, 1):
+                free_hot_cold_page(mm, pfn)
+                progress()
+                continue
         put_page(mm, pfn)
         progress()
 
