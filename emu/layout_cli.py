@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from . import pahole
-from .cliutil import Parser, UserError, add_config_args, config_from_args, print_json, run_main
+from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
+from .hazard import analyse
 from .kconfig import ARCHES, KERNELS, Config, ConfigError, resolve
 from .layout import Layout, LayoutError
 from .structs import kernel_for
@@ -138,6 +139,52 @@ def cmd_matrix(args: argparse.Namespace) -> None:
         print(f"{kernel:7} {label:32}" + "".join(f"{t:>{width}}" for t in texts))
 
 
+def _hazard_text(v) -> str:
+    c = v.config
+    head = f"{c.arch.name} {c.kernel}: {v.verdict}"
+    lines = [head, f"  {v.reason}"]
+    if v.members:
+        lines.append(f"  on mapping: {', '.join(v.members)}; {v.states} lock states examined")
+    for cand in v.candidates[:8]:
+        where = "INSIDE" if cand.in_direct_map else "outside"
+        lines.append(f"  {cand.state}: mapping {cand.value:#x} = key of a node at {cand.node:#x} ({where} the direct map)")
+    if len(v.candidates) > 8:
+        lines.append(f"  ... {len(v.candidates) - 8} more key-like states")
+    return "\n".join(lines)
+
+
+def cmd_hazard(args: argparse.Namespace) -> None:
+    if args.max_mem is not None and args.max_mem < 1:
+        raise UserError(f"--max-mem {args.max_mem}: want a positive number of bytes")
+    if not args.all:
+        cfg = config_from_args(args, kernel=args.kernel or KERNELS[-1])
+        v = analyse(cfg, args.max_mem)
+        if args.json:
+            print_json(v.as_dict())
+        else:
+            print("\n".join(f"/* {s} */" for s in cfg.summary().splitlines()))
+            print(_hazard_text(v))
+        return
+    config_from_args(args, kernel=args.kernel or KERNELS[-1])  # a typo is an error, not n/a cells
+    results = []
+    for kernel in ([args.kernel] if args.kernel else list(KERNELS)):
+        for label, en, dis, extra in MATRIX_COMBOS:
+            for arch in ARCHES:
+                try:
+                    cfg = resolve(arch, kernel, enable=[*en, *args.enable], disable=[*dis, *args.disable],
+                                  **extra)
+                except ConfigError:
+                    continue
+                results.append((label, analyse(cfg, args.max_mem)))
+    if args.json:
+        print_json({"rows": [{"options": label, **v.as_dict()} for label, v in results]})
+        return
+    print(f"{'kernel':7} {'options':32} {'arch':8} verdict")
+    for label, v in results:
+        print(f"{v.config.kernel:7} {label:32} {v.config.arch.name:8} {v.verdict}"
+              + (f": {len(v.candidates)} key-like states" if v.candidates else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="ksm-layout", description=(
         "Show the byte layout of Linux 2.6.32/2.6.33 struct page, spinlock_t and KSM's "
@@ -164,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     add_config_args(m, kernel_default=None)
     m.set_defaults(func=cmd_matrix)
+
+    h = sub.add_parser("hazard", help="can page->ptl ever put a stable_node's key into page->mapping?")
+    h.add_argument("--all", action="store_true", help="every arch x the matrix's option sets")
+    h.add_argument("--max-mem", type=number, metavar="BYTES",
+                   help="size of the direct map (default 896 MiB on 32-bit, 1 TiB on 64-bit)")
+    h.add_argument("--json", action="store_true")
+    add_config_args(h, kernel_default=None)
+    h.set_defaults(func=cmd_hazard)
     return p
 
 
