@@ -30,12 +30,14 @@ def number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r} (decimal or 0x hex)") from None
 
 
-def add_config_args(p: argparse.ArgumentParser, kernel_default: str | None = "2.6.33") -> None:
+def add_config_args(p: argparse.ArgumentParser, kernel_default: str | None = "2.6.33",
+                    kernel_help: str | None = None) -> None:
     g = p.add_argument_group("kernel configuration")
     g.add_argument("--arch", default="x86_64", choices=list(ARCHES), metavar="ARCH",
                    help=f"architecture preset: {', '.join(ARCHES)} (default: x86_64)")
     g.add_argument("--kernel", default=kernel_default, choices=list(KERNELS),
-                   help=f"Kconfig rules of {' or '.join(KERNELS)} (default: {kernel_default or 'both'})")
+                   help=f"Kconfig rules of {' or '.join(KERNELS)} "
+                        f"(default: {kernel_help or kernel_default or 'both'})")
     opts = ", ".join(USER_OPTIONS)
     g.add_argument("-e", "--enable", action="append", default=[], metavar="OPTION",
                    help=f"turn a Kconfig option on (repeatable): {opts}")

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--max-mem", type=number, metavar="BYTES",
                    help="size of the direct map (default 896 MiB on 32-bit, 1 TiB on 64-bit)")
     h.add_argument("--json", action="store_true")
-    add_config_args(h, kernel_default=None)
+    add_config_args(h, kernel_default=None, kernel_help="both with --all, else 2.6.33")
     h.set_defaults(func=cmd_hazard)
     return p
 
