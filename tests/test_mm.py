@@ -271,3 +271,31 @@ def test_sweep_checks_geometry(tmp_path):
         sweep_get_ksm_page(w.m.mm, "little", **(base | {"status": np.zeros(3, np.uint8)}))
     mm.a.store(mm.sn.offset + mm.sn_kpfn, 8, 1 << 40)  # a corrupt node: kpfn out of range
     assert sweep_get_ksm_page(w.m.mm, "little", **base)[4] == 1
+
+
+def test_node_freed_mid_free_is_counted_not_flagged(tmp_path):
+    """get_page_unless_zero fails on a page whose refs reclaim has frozen on
+    its way to the free list: the node goes a moment before mapping is cleared."""
+    from emu.mm.page_alloc import free_hot_cold_page, page_freeze_refs
+
+    w = World(tmp_path)
+    kpfn, node = w.merge_pair()
+    from emu.mm.page_alloc import get_page
+
+    a = w.mm(1)
+    get_page(a, kpfn)  # reclaim's own reference; then the ptes go
+    for s in (0, 1):
+        zap_pte(a, w.locks, s, expect=kpfn)
+    assert page_freeze_refs(a, kpfn, 1)  # count 0, mapping still the key
+    assert w.ksm.get_ksm_page(node) == -1
+    assert w.ksmd.counter("nodes_freed_mid_free") == 1 and not w.violations()
+    free_hot_cold_page(a, kpfn)
+    assert w.ksmd.mapping(kpfn) == 0 and not w.violations()
+
+
+def test_node_freed_under_a_live_page_is_flagged(tmp_path):
+    w = World(tmp_path)
+    kpfn, node = w.merge_pair()
+    w.ksm.free_stable_node(node)  # deliberately broken: the page still maps and holds the key
+    (v,) = w.violations()
+    assert v["code"] == V_NODE_FREED_WITH_KEY and v["pfn"] == kpfn and v["detail"] == 2

@@ -40,7 +40,7 @@ from .core import (
     V_NODE_FREED_WITH_KEY,
 )
 from .page_alloc import free_hot_cold_page, get_page, put_page
-from .rmap import PteLocks, group_of, page_remove_rmap, pte, set_pte, vaddr
+from .rmap import PteLocks, get_pte_page, group_of, page_remove_rmap, pte, set_pte, vaddr
 from .world import KSM, SHADOW_DTYPE, W_ANON, W_KSM_KEY, W_KSM_NULL, log2_ceil
 
 STABLE_FLAG = 0x200
@@ -198,8 +198,19 @@ class Ksm:
     def free_stable_node(self, idx: int) -> None:
         mm = self.mm
         kpfn = self.kpfn(idx)
-        if mm.mapping(kpfn) == self.node_addr(idx) + 3:
-            mm.violation(V_NODE_FREED_WITH_KEY, kpfn, self.node_addr(idx), self.node_addr(idx) + 3)
+        key = self.node_addr(idx) + 3
+        # Read truth, then count, then mapping: free_hot_cold_page clears mapping
+        # before the shadow says FREE, so a key seen last was there at both reads.
+        state = mm.sh(kpfn, "state")
+        count = mm.page_count(kpfn)
+        if mm.mapping(kpfn) == key:
+            if count == 0 and state == KSM:
+                # mid-free: get_page_unless_zero failed on a page whose last put
+                # has happened and whose mapping free_hot_cold_page is about to
+                # clear; no reference can be taken at 0, so the key is dead
+                mm.count("nodes_freed_mid_free")
+            else:  # alive with a dangling key, or already free with it
+                mm.violation(V_NODE_FREED_WITH_KEY, kpfn, self.node_addr(idx), key, detail=count & 0xFFFFFFFF)
         content = int(mm.node_meta_view[idx]["content"])
         if self.stable_by_content[content] == idx + 1:
             self.stable_by_content[content] = 0
@@ -273,8 +284,18 @@ class Ksm:
                 self.remove_rmap_item_from_tree(slot, idx)
             if self.item_node(slot) >= 0:
                 return
-        pfn = pte(mm, slot)
-        if pfn < 0 or mm.mapping(pfn) & 3 == 3:
+        pfn = get_pte_page(mm, self.locks, slot)  # follow_page(FOLL_GET): our own reference
+        if pfn < 0:
+            return
+        try:
+            self.cmp_and_merge_page(slot, pfn)
+        finally:
+            put_page(mm, pfn)
+
+    def cmp_and_merge_page(self, slot: int, pfn: int) -> None:
+        """Merge the page at slot (the caller holds a reference to it)."""
+        mm = self.mm
+        if mm.mapping(pfn) & 3 == 3:
             return
         content = mm.sh(pfn, "content")
         node = int(self.stable_by_content[content]) - 1
@@ -286,13 +307,17 @@ class Ksm:
                 self.put_ksm_page(kpage, node)
                 return
         other = int(self.unstable[content]) - 1
-        if other >= 0 and other != slot:
-            q = pte(mm, other)
-            if (q >= 0 and q != pfn and mm.sh(q, "content") == content
-                    and mm.mapping(q) & 3 == PAGE_MAPPING_ANON and self.item_node(other) < 0):
-                self.unstable[content] = 0
-                self.merge_two_pages(slot, pfn, other, q, content)
-                return
+        if other >= 0 and other != slot and self.item_node(other) < 0:
+            q = get_pte_page(mm, self.locks, other)  # get_mergeable_page: a reference too
+            if q >= 0:
+                try:
+                    if (q != pfn and mm.sh(q, "content") == content
+                            and mm.mapping(q) & 3 == PAGE_MAPPING_ANON):
+                        self.unstable[content] = 0
+                        self.merge_two_pages(slot, pfn, other, q, content)
+                        return
+                finally:
+                    put_page(mm, q)
         self.unstable[content] = slot + 1
 
     def _replace_page(self, slot: int, old: int, new: int) -> bool:
@@ -319,14 +344,13 @@ class Ksm:
         mm.unlock_page(kpage)
 
     def merge_two_pages(self, slot: int, pfn: int, other: int, q: int, content: int) -> None:
-        """pfn becomes a KSM page (mapping 0x3, then the key); other's pte moves to it."""
+        """pfn becomes a KSM page (mapping 0x3, then the key); other's pte moves to it.
+        The caller holds references to pfn and q."""
         mm = self.mm
-        get_page(mm, pfn)
         mm.lock_page(pfn)
         old_mapping = mm.mapping(pfn)
         if pte(mm, slot) != pfn or old_mapping & 3 != PAGE_MAPPING_ANON:
             mm.unlock_page(pfn)
-            put_page(mm, pfn)
             return
         mm.sh_set(pfn, "writer", W_KSM_NULL)
         mm.set_mapping(pfn, PAGE_MAPPING_ANON | PAGE_MAPPING_KSM)  # set_page_stable_node(page, NULL)
@@ -334,17 +358,14 @@ class Ksm:
             mm.set_mapping(pfn, old_mapping)
             mm.sh_set(pfn, "writer", W_ANON)
             mm.unlock_page(pfn)
-            put_page(mm, pfn)
             return
         idx = self.stable_tree_insert(pfn, content)
         if idx < 0:  # slab full: leave it a PageKsm page with no node, like a failed insert
             mm.unlock_page(pfn)
-            put_page(mm, pfn)
             return
         self.stable_tree_append(slot, idx, content)
         self.stable_tree_append(other, idx, content)
         mm.unlock_page(pfn)
-        put_page(mm, pfn)
         mm.count("ksm_pages_created")
         mm.count("ksm_pages_merged")
 

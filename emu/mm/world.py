@@ -43,7 +43,7 @@ LATENCY_DTYPE = np.dtype([("ns", "<u8"), ("kind", "<u8")])
 COUNTERS = ["get_ksm_page_ok", "get_ksm_page_stale", "stable_nodes_removed", "ksm_pages_merged",
             "ksm_pages_created", "pages_freed", "pages_allocated", "alloc_failed", "reclaimed",
             "reclaim_unmapped", "ksmd_scanned", "ksmd_passes", "ptl_locks", "pagetables_churned",
-            "rmap_items_removed", "violations", "latency_dropped"]
+            "rmap_items_removed", "violations", "latency_dropped", "nodes_freed_mid_free"]
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 # control words
 CTL_STOP = 0
