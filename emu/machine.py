@@ -332,7 +332,3 @@ def attach(path: str | os.PathLike, expect: Config | None = None,
     finally:
         os.close(fd)
 
-
-def config_summary(header: Mapping) -> str:
-    c = header["config"]
-    return f"{c['arch']} {c['kernel']} {header['protocol']}, {header['nr_pages']} pages"

@@ -177,3 +177,20 @@ def test_close_with_live_view_is_safe(make_machine):
     assert arr[0] == 5 and int(rec["_mapcount.counter"]) == -1
     with pytest.raises(ValueError, match="released"):
         m.atomics.load(0, 4)
+
+
+def test_page_refs_bug_on_zero(make_machine):
+    from emu.mm.refcount import PageRefs, RefcountBug
+
+    m, _ = make_machine(resolve("s390x"), nr_pages=4)
+    refs = PageRefs(m)
+    with pytest.raises(RefcountBug, match="get_page on pfn 1 with _count 0"):
+        refs.get_page(1)
+    with pytest.raises(RefcountBug, match="put_page on pfn 1"):
+        refs.put_page_testzero(1)
+    assert refs.page_count(1) == 0  # neither left it changed
+    refs.page_unfreeze_refs(1, 2)
+    assert not refs.page_freeze_refs(1, 1) and refs.page_freeze_refs(1, 2) and refs.page_count(1) == 0
+    refs.set_page_mapping(1, 0x3)
+    assert refs.page_mapping_raw(1) == 3 and bytes(m.mm[m.page_offset(1) + refs.mapping_rel:][:8]) == \
+        (3).to_bytes(8, "big")

@@ -33,6 +33,7 @@ class PageRefs:
         """atomic_inc; the kernel BUGs when the page was free."""
         old = self.a.fetch_add(self._count(pfn), 4, 1, True)
         if old <= 0:
+            self.a.fetch_add(self._count(pfn), 4, -1, True)  # undo: leave the evidence intact
             raise RefcountBug(f"get_page on pfn {pfn} with _count {old}")
 
     def get_page_unless_zero(self, pfn: int) -> bool:
