@@ -177,6 +177,11 @@ def test_count_below_zero_caught(tmp_path):
     assert not put_page(w.ksmd, pfn)  # a put too many
     assert [v["code"] for v in w.violations()] == [V_COUNT_NEGATIVE]
     assert w.ksmd.page_count(pfn) == 0  # not driven negative
+    from emu.mm.page_alloc import get_page
+
+    get_page(w.ksmd, pfn)  # a reference taken on a free page
+    assert [v["code"] for v in w.violations()] == [V_COUNT_NEGATIVE] * 2
+    assert w.ksmd.page_count(pfn) == 0  # not revived
 
 
 def test_bad_page_caught(tmp_path):

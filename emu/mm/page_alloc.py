@@ -81,8 +81,12 @@ def alloc_page(mm: MM, state: int) -> int | None:
 
 
 def get_page(mm: MM, pfn: int) -> None:
-    old = mm.a.fetch_add(mm.page_off(pfn) + mm.count_rel, 4, 1, True)
+    """atomic_inc; on a free page (the kernel's BUG) report it and undo, so the
+    first violation is not buried under the ones a revived page would cause."""
+    off = mm.page_off(pfn) + mm.count_rel
+    old = mm.a.fetch_add(off, 4, 1, True)
     if old <= 0:
+        mm.a.fetch_add(off, 4, -1, True)
         mm.violation(V_COUNT_NEGATIVE, pfn, detail=old & M32)
 
 
