@@ -50,7 +50,7 @@ class Bits:
     other_bits: tuple[int, int]  # (high, low) bit numbers in other's value
 
 
-def _bits(byte_lo: int, byte_hi: int, size: int, big: bool) -> tuple[int, int]:
+def value_bits(byte_lo: int, byte_hi: int, size: int, big: bool) -> tuple[int, int]:
     """Bit range (high, low) of the value that bytes [lo..hi] of a `size`-byte field form."""
     sig = [(size - 1 - i) if big else i for i in (byte_lo, byte_hi)]
     return 8 * max(sig) + 7, 8 * min(sig)
@@ -156,8 +156,8 @@ class Layout:
             o = others[p]
             lo, hi = min(idx), max(idx)
             olo, ohi = m.offset + lo - o.offset, m.offset + hi - o.offset
-            bits.append(Bits(o, (lo, hi), _bits(lo, hi, m.size, self.big),
-                             _bits(olo, ohi, o.size, self.big)))
+            bits.append(Bits(o, (lo, hi), value_bits(lo, hi, m.size, self.big),
+                             value_bits(olo, ohi, o.size, self.big)))
         return m, per_byte, bits
 
 

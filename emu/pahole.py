@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .ctype import Record
-from .layout import Layout
+from .layout import Layout, value_bits
 
 CACHELINE = 64
 
@@ -122,7 +122,7 @@ def overlap_text(lay: Layout, path: str) -> str:
     out = [f"{lay.name}.{path}: offset {m.offset}, size {m.size}, {lay.byte_order}-endian "
            f"(byte 0 holds bits {f'{8 * m.size - 1}..{8 * m.size - 8}' if lay.big else '7..0'})"]
     for i, cov in per_byte:
-        bit_hi, bit_lo = _byte_bits(i, m.size, lay.big)
+        bit_hi, bit_lo = value_bits(i, i, m.size, lay.big)
         gaps = [f"hole in {p} (keeps the previous user's byte)" for p in lay.holes_in_other_arms(path, m.offset + i)]
         what = ", ".join([c.label() for c in cov] + gaps) or "(nothing else)"
         out.append(f"  byte {i} (offset {m.offset + i:3d}, value bits {bit_hi:2d}..{bit_lo:2d}): {what}")
@@ -145,7 +145,7 @@ def overlap_json(lay: Layout, path: str, config: dict) -> dict:
         "struct": lay.name, "member": path, "offset": m.offset, "size": m.size,
         "byte_order": lay.byte_order, "config": config,
         "bytes": [{"index": i, "offset": m.offset + i,
-                   "value_bits": list(_byte_bits(i, m.size, lay.big)),
+                   "value_bits": list(value_bits(i, i, m.size, lay.big)),
                    "covered_by": [{"path": c.field.path, "byte": c.delta} for c in cov],
                    "hole_in": lay.holes_in_other_arms(path, m.offset + i)}
                   for i, cov in per_byte],
@@ -154,10 +154,4 @@ def overlap_json(lay: Layout, path: str, config: dict) -> dict:
                      "member_bits": list(b.member_bits), "other_bits": list(b.other_bits)}
                     for b in bits],
     }
-
-
-def _byte_bits(i: int, size: int, big: bool) -> tuple[int, int]:
-    s = (size - 1 - i) if big else i
-    return 8 * s + 7, 8 * s
-
 
