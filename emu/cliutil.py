@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from .kconfig import ARCHES, KERNELS, USER_OPTIONS, Config, ConfigError, resolve
@@ -74,7 +75,7 @@ def print_json(obj: object) -> None:
     sys.stdout.write("\n")
 
 
-def run_main(prog: str, body: callable) -> int:  # type: ignore[valid-type]
+def run_main(prog: str, body: Callable[[], int | None]) -> int:
     """Run `body()`, turning user mistakes into one line on stderr and exit 2."""
     try:
         return body() or 0

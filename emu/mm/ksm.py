@@ -47,24 +47,12 @@ STABLE_FLAG = 0x200
 PROTOCOLS = ("keyhole", "refcount", "keyhole-no-recheck", "keyhole-no-clear")
 
 
-class Ksm:
-    """ksmd's state and the KSM operations on the shared bytes."""
+class StableNodes:
+    """The shared bytes of stable_nodes and rmap_items: addresses and hlist walks.
+    What reclaim needs (try_to_unmap_ksm) without ksmd's private state."""
 
-    def __init__(self, mm: MM, locks: PteLocks) -> None:
+    def __init__(self, mm: MM) -> None:
         self.mm = mm
-        self.locks = locks
-        g = mm.geo
-        # content -> node index + 1 (0: none); numpy, not a dict: millions of pages
-        self.stable_by_content = np.zeros(g.contents, np.int64)
-        # the stable_node kmem_cache's free objects, a LIFO stack: node 0 first
-        self.free_nodes = np.arange(g.node_capacity - 1, -1, -1, dtype=np.int64)
-        self.nfree = g.node_capacity
-        self.unstable = np.zeros(g.contents, np.int64)  # content -> slot + 1, this pass
-        self.node_cursor = 0
-        self.refcount = mm.protocol == "refcount"
-        self.recheck = mm.protocol != "keyhole-no-recheck"
-        self.node_live = np.zeros(g.node_capacity, np.uint8)
-        self.opened_ok = True
 
     # -- addresses -----------------------------------------------------------
     def node_addr(self, idx: int) -> int:
@@ -84,6 +72,45 @@ class Ksm:
 
     def kpfn(self, idx: int) -> int:
         return self.mm.a.load(self.node_off(idx) + self.mm.sn_kpfn, self.mm.word)
+
+
+    # -- the hlist of rmap_items, in emulated pointers
+    def _ld(self, off: int) -> int:
+        return self.mm.a.load(off, self.mm.word)
+
+    def _st(self, off: int, v: int) -> None:
+        self.mm.a.store(off, self.mm.word, v)
+
+    def items_of(self, idx: int) -> list[int]:
+        """Slots on node idx's hlist (caller holds the KSM page lock, or is ksmd)."""
+        mm, out = self.mm, []
+        p = self._ld(self.node_off(idx) + mm.sn_hlist)
+        while p:
+            slot = (p - mm.ri_hlist - mm.ri.base) // mm.ri_size
+            out.append(slot)
+            p = self._ld(self.item_off(slot) + mm.ri_hlist)
+        return out
+
+
+
+class Ksm(StableNodes):
+    """ksmd's state and the KSM operations on the shared bytes."""
+
+    def __init__(self, mm: MM, locks: PteLocks) -> None:
+        super().__init__(mm)
+        self.locks = locks
+        g = mm.geo
+        # content -> node index + 1 (0: none); numpy, not a dict: millions of pages
+        self.stable_by_content = np.zeros(g.contents, np.int64)
+        # the stable_node kmem_cache's free objects, a LIFO stack: node 0 first
+        self.free_nodes = np.arange(g.node_capacity - 1, -1, -1, dtype=np.int64)
+        self.nfree = g.node_capacity
+        self.unstable = np.zeros(g.contents, np.int64)  # content -> slot + 1, this pass
+        self.node_cursor = 0
+        self.refcount = mm.protocol == "refcount"
+        self.recheck = mm.protocol != "keyhole-no-recheck"
+        self.node_live = np.zeros(g.node_capacity, np.uint8)
+        self.opened_ok = True
 
     # -- get_ksm_page ----------------------------------------------------------
     def get_ksm_page(self, idx: int) -> int:
@@ -134,23 +161,7 @@ class Ksm:
             self.check_page(pfn, idx, V_CHANGED_WHILE_REF)
         put_page(self.mm, pfn)
 
-    # -- the hlist of rmap_items, in emulated pointers --------------------------
-    def _ld(self, off: int) -> int:
-        return self.mm.a.load(off, self.mm.word)
-
-    def _st(self, off: int, v: int) -> None:
-        self.mm.a.store(off, self.mm.word, v)
-
-    def items_of(self, idx: int) -> list[int]:
-        """Slots on node idx's hlist (caller holds the KSM page lock, or is ksmd)."""
-        mm, out = self.mm, []
-        p = self._ld(self.node_off(idx) + mm.sn_hlist)
-        while p:
-            slot = (p - mm.ri_hlist - mm.ri.base) // mm.ri_size
-            out.append(slot)
-            p = self._ld(self.item_off(slot) + mm.ri_hlist)
-        return out
-
+    # -- changing the hlist (ksmd only, under the KSM page lock) -----------------
     def stable_tree_append(self, slot: int, idx: int, content: int) -> None:
         mm = self.mm
         io, head = self.item_off(slot), self.node_off(idx) + mm.sn_hlist

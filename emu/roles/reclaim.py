@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from ..mm.core import MM
-from ..mm.ksm import Ksm
+from ..mm.ksm import StableNodes
 from ..mm.page_alloc import free_hot_cold_page, nr_free, page_freeze_refs, put_page
 from ..mm.rmap import PteLocks, get_pte_page, zap_pte
 
@@ -23,7 +23,7 @@ class ReclaimParams:
 
 
 def run(mm: MM, locks: PteLocks, p: ReclaimParams, rng: random.Random, progress) -> None:
-    ksm = Ksm(mm, locks)  # only for its address arithmetic and hlist walk
+    ksm = StableNodes(mm)  # the hlist walk only: no ksmd state in this process
     n = mm.geo.nr_pages
     active = False
     while not mm.stopping():
@@ -50,7 +50,7 @@ def run(mm: MM, locks: PteLocks, p: ReclaimParams, rng: random.Random, progress)
         progress()
 
 
-def shrink_page(mm: MM, locks: PteLocks, ksm: Ksm, slot: int, pfn: int) -> None:
+def shrink_page(mm: MM, locks: PteLocks, ksm: StableNodes, slot: int, pfn: int) -> None:
     """try_to_unmap: every pte of the page, then our reference goes with the caller's put."""
     mapping = mm.mapping(pfn)
     mm.sh_cas(pfn, "t_reclaim", 0, time.monotonic_ns())
