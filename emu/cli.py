@@ -7,10 +7,11 @@ import logging
 import os
 import sys
 
+from .check.shadow import STATE_NAMES
 from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
 from .machine import MachineError
-from .mm.ksm import PROTOCOLS
-from .mm.world import STATE_NAMES
+from .mm.protocol import PROTOCOLS
+from .runspec import DEFAULT_STATE
 
 MIN_PAGES = 1024
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the emulation and report (default: x86_64, 2.6.33, keyhole, 10 s)")
     add_config_args(r)
     g = r.add_argument_group("emulation")
-    g.add_argument("--protocol", default="keyhole", choices=PROTOCOLS,
+    g.add_argument("--protocol", default="keyhole", choices=list(PROTOCOLS),
                    help="keyhole (2.6.33), refcount (before it), or a deliberately broken variant: "
                         "keyhole-no-recheck, keyhole-no-clear (default: keyhole)")
     g.add_argument("--pages", type=number, default=65536, metavar="N",
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ksmd-sleep-ms", type=float, default=20.0, metavar="MS",
                    help="ksmd's sleep_millisecs (kernel default 20)")
     g.add_argument("--seed", type=number, default=1, help="random seed of the roles (default 1)")
-    g.add_argument("--state", default="/dev/shm/ksm-emu.state", metavar="FILE",
+    g.add_argument("--state", default=DEFAULT_STATE, metavar="FILE",
                    help="the machine file, kept after the run (default /dev/shm/ksm-emu.state; "
                         "an old state file there is replaced, any other file is refused)")
     g.add_argument("--window-us", type=float, default=0.0, metavar="US",
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     k = sub.add_parser("kmem", help="crash-style 'kmem -p' rows of a machine file's struct pages")
-    k.add_argument("state", nargs="?", default="/dev/shm/ksm-emu.state", metavar="STATE",
+    k.add_argument("state", nargs="?", default=DEFAULT_STATE, metavar="STATE",
                    help="machine file (default /dev/shm/ksm-emu.state, the last run's)")
     k.add_argument("--pfn", default="0", metavar="N[:COUNT]",
                    help="first pfn and how many (default: all from 0)")
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_spec(args: argparse.Namespace):
-    from .launch import RunSpec, assign_cpus
+    from .runspec import RunSpec, assign_cpus
 
     cfg = config_from_args(args)
     if args.pages < MIN_PAGES:
@@ -115,7 +116,8 @@ def make_spec(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .launch import render_summary, run
+    from .report import render_summary
+    from .supervise import run
 
     spec = make_spec(args)
     try:

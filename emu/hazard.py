@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .kconfig import Config
 from .layout import Layout
-from .mm.ptlock import spinlock_spec
+from .lockword import SPINLOCK_MAGIC, LockModel, lock_model
 from .structs import kernel_for
 
 WILD = None  # a byte whose value cannot be enumerated
@@ -56,21 +56,18 @@ class Verdict:
                 "wildcards": self.wildcards}
 
 
-def _states(cfg: Config, spec: dict) -> list[tuple[str, dict]]:
+def _states(cfg: Config, lm: LockModel) -> list[tuple[str, dict]]:
     """(name, {field offset rel ptl: (size, value or WILD)}) for every reachable lock state."""
     word = cfg.word_bytes
     ones = (1 << 8 * word) - 1
-    kind = spec["kind"]
+    kind = lm.kind
 
     def lock_val(cpu: int | None) -> int | None:
         if kind == "ticket":
             return WILD
-        if cpu is None:
-            return spec.get("free_val", 0)
-        base = spec.get("token_base", 0)
-        return base ^ cpu if spec.get("token_cpu") else base
+        return lm.free_val if cpu is None else lm.held_value(cpu)
 
-    debug = spec["magic_rel"] >= 0
+    debug = lm.debug
     base_states: list[tuple[str, int | None, int | None, int | None]] = [("free", None, 0xFFFFFFFF, ones)]
     for c in range(cfg.nr_cpus):
         base_states.append((f"held by CPU {c}, owner not yet set", c, 0xFFFFFFFF, ones))
@@ -79,18 +76,18 @@ def _states(cfg: Config, spec: dict) -> list[tuple[str, dict]]:
             base_states.append((f"held by CPU {c}", c, c, PTR))
     out = []
     seen = set()
-    breaks = (0, 1) if spec["break_rel"] >= 0 else (None,)
+    breaks = (0, 1) if lm.break_rel >= 0 else (None,)
     for name, cpu, owner_cpu, owner in base_states:
         for brk in breaks:
             fields: dict[int, tuple[int, int | None]] = {}
             if kind != "none":
-                fields[spec["lock_rel"]] = (spec["lock_size"], lock_val(cpu))
+                fields[lm.lock_rel] = (lm.lock_size, lock_val(cpu))
             if brk is not None:
-                fields[spec["break_rel"]] = (4, brk)
+                fields[lm.break_rel] = (4, brk)
             if debug:
-                fields[spec["magic_rel"]] = (4, 0xDEAD4EAD)
-                fields[spec["owner_cpu_rel"]] = (4, owner_cpu)
-                fields[spec["owner_rel"]] = (word, owner)
+                fields[lm.magic_rel] = (4, SPINLOCK_MAGIC)
+                fields[lm.owner_cpu_rel] = (4, owner_cpu)
+                fields[lm.owner_rel] = (word, owner)
             key = tuple(sorted(fields.items()))
             if key in seen:
                 continue
@@ -127,7 +124,7 @@ def analyse(cfg: Config, max_mem: int | None = None) -> Verdict:
                        [], [], 0, (lo, hi))
     _, _, bits = page.overlap("mapping")
     members = [b.other.path for b in bits if not b.other.path.endswith("__padding")]
-    spec = spinlock_spec(cfg, page, "ptl.")
+    lm = lock_model(cfg, page, "ptl.")
     ptl = page.offset("ptl")
     rel = page.offset("mapping") - ptl
     pre = "ptl.rlock." if cfg.kernel == "2.6.33" else "ptl."
@@ -135,7 +132,7 @@ def analyse(cfg: Config, max_mem: int | None = None) -> Verdict:
     if page.has(pre + "dep_map"):
         d = page.field(pre + "dep_map")
         wild_ranges.append((d.offset - ptl, d.end - ptl))
-    states = _states(cfg, spec)
+    states = _states(cfg, lm)
     word = cfg.word_bytes
     align = k.stable_node.align
     sig = list(range(word)) if cfg.byte_order == "little" else list(range(word - 1, -1, -1))

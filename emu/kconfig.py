@@ -16,7 +16,7 @@ class ConfigError(ValueError):
     """A configuration the kernel's Kconfig would not produce (a user mistake)."""
 
 
-# Lock word kinds: how the arch lock's value changes when taken and released.
+# Lock word kinds (the values each state leaves are emu.lockword's).
 LOCK_TICKET = "ticket"  # x86, mips: fetch-and-add of a ticket, FIFO
 LOCK_TOKEN = "token"  # everything else: CAS 0 -> held value
 
@@ -42,16 +42,6 @@ class Arch:
     @property
     def word_bytes(self) -> int:
         return self.word_bits // 8
-
-    def held_value(self, cpu: int) -> int:
-        """Value a token lock word holds while CPU `cpu` holds it (KERNEL.md)."""
-        if self.name == "ppc64":
-            return 0x80000000 | cpu
-        if self.name == "s390x":
-            return ~cpu & 0xFFFFFFFF
-        if self.name == "sparc64":
-            return 0xFF
-        return 1  # arm, ppc32
 
 
 ARCHES: dict[str, Arch] = {

@@ -10,32 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .check.shadow import SHADOW_DTYPE, STATE_NAMES
 from .machine import Machine
-from .mm.world import KSM, PAGETABLE, SHADOW_DTYPE, STATE_NAMES
+from .report import decode_mapping
 
 PAGE_SIZE = 4096
-
-
-def decode_mapping(m: Machine, mapping: int, state: int, node: int) -> str:
-    if mapping == 0:
-        return ""
-    if state == PAGETABLE and m.page_layout.has("ptl"):
-        raw = mapping.to_bytes(m.cfg.word_bytes, m.cfg.byte_order)
-        _, _, bits = m.page_layout.overlap("mapping")
-        parts = []
-        for b in bits:
-            lo, hi = b.member_bytes
-            parts.append(f"{b.other.path}={int.from_bytes(raw[lo:hi + 1], m.cfg.byte_order):#x}")
-        return "ptl: " + " ".join(parts)
-    low = mapping & 3
-    if low == 3:
-        if mapping == 3:
-            return "PageKsm, no stable_node"
-        key_ok = state == KSM and node == mapping - 3
-        return f"stable_node {mapping - 3:#x}" + ("" if key_ok else " (stale key)")
-    if low == 1:
-        return f"anon_vma {mapping - 1:#x}"
-    return f"address_space/driver {mapping:#x}"
 
 
 def rows(m: Machine, start: int, count: int, kind: str | None) -> list[dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import pahole
+from . import layout_report, pahole
 from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
 from .hazard import analyse
 from .kconfig import ARCHES, KERNELS, Config, ConfigError, resolve
@@ -59,18 +59,9 @@ def cmd_show(args: argparse.Namespace) -> None:
     except LayoutError as e:
         raise UserError(str(e)) from None
     if args.json:
-        print_json({"struct": lay.name, "offset": start, "size": size, "config": cfg.as_dict(),
-                    "covered_by": [{"path": c.field.path, "offset": c.field.offset,
-                                    "size": c.field.size, "byte": c.delta,
-                                    "bytes": c.end - c.start, "type": c.field.type.c_name}
-                                   for c in covers],
-                    "uncovered": holes})
-        return
-    rng = f"{start:#x}" if size == 1 else f"{start:#x}..{start + size - 1:#x}"
-    print(f"{lay.name} bytes {rng} ({start}:{size}), {cfg.arch.name} {cfg.kernel}:")
-    print("  " + (" / ".join(c.label() for c in covers) or "(no member)"))
-    if holes:
-        print(f"  padding or hole at: {', '.join(str(b) for b in holes)}")
+        print_json(layout_report.at_json(lay, cfg, start, size, covers, holes))
+    else:
+        print(layout_report.at_text(lay, cfg, start, size, covers, holes))
 
 
 def cmd_overlap(args: argparse.Namespace) -> None:
@@ -83,7 +74,7 @@ def cmd_overlap(args: argparse.Namespace) -> None:
     if args.json:
         print_json(pahole.overlap_json(lay, args.member, cfg.as_dict()))
     else:
-        print("\n".join(f"/* {s} */" for s in cfg.summary().splitlines()))
+        print(layout_report.config_comment(cfg))
         print(pahole.overlap_text(lay, args.member))
 
 
@@ -118,39 +109,7 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     if args.json:
         print_json({"struct": args.struct, "rows": rows})
         return
-    print(f"struct {args.struct}: size[ mapping@off][ ptl@off+size]  ('-' = no split ptlock)")
-    width = 20
-    print(f"{'kernel':7} {'options':32}" + "".join(f"{a:>{width}}" for a in ARCHES))
-    by_key: dict[tuple[str, str], dict[str, dict]] = {}
-    for r in rows:
-        by_key.setdefault((r["kernel"], r["options"]), {})[r["arch"]] = r
-    for (kernel, label), cells in by_key.items():
-        texts = []
-        for a in ARCHES:
-            r = cells[a]
-            if "error" in r:
-                texts.append("n/a")
-                continue
-            t = str(r["size"])
-            if r.get("mapping") is not None:
-                t += f" m@{r['mapping']}"
-            t += f" ptl@{r['ptl']}+{r['ptl_size']}" if r.get("ptl") is not None else " -"
-            texts.append(t)
-        print(f"{kernel:7} {label:32}" + "".join(f"{t:>{width}}" for t in texts))
-
-
-def _hazard_text(v) -> str:
-    c = v.config
-    head = f"{c.arch.name} {c.kernel}: {v.verdict}"
-    lines = [head, f"  {v.reason}"]
-    if v.members:
-        lines.append(f"  on mapping: {', '.join(v.members)}; {v.states} lock states examined")
-    for cand in v.candidates[:8]:
-        where = "INSIDE" if cand.in_direct_map else "outside"
-        lines.append(f"  {cand.state}: mapping {cand.value:#x} = key of a node at {cand.node:#x} ({where} the direct map)")
-    if len(v.candidates) > 8:
-        lines.append(f"  ... {len(v.candidates) - 8} more key-like states")
-    return "\n".join(lines)
+    print(layout_report.matrix_text(args.struct, rows))
 
 
 def cmd_hazard(args: argparse.Namespace) -> None:
@@ -162,8 +121,7 @@ def cmd_hazard(args: argparse.Namespace) -> None:
         if args.json:
             print_json(v.as_dict())
         else:
-            print("\n".join(f"/* {s} */" for s in cfg.summary().splitlines()))
-            print(_hazard_text(v))
+            print(layout_report.hazard_text(v))
         return
     config_from_args(args, kernel=args.kernel or KERNELS[-1])  # a typo is an error, not n/a cells
     results = []
@@ -179,10 +137,7 @@ def cmd_hazard(args: argparse.Namespace) -> None:
     if args.json:
         print_json({"rows": [{"options": label, **v.as_dict()} for label, v in results]})
         return
-    print(f"{'kernel':7} {'options':32} {'arch':8} verdict")
-    for label, v in results:
-        print(f"{v.config.kernel:7} {label:32} {v.config.arch.name:8} {v.verdict}"
-              + (f": {len(v.candidates)} key-like states" if v.candidates else ""))
+    print(layout_report.hazard_table(results))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,19 +1,6 @@
 """The emulated machine: one shared, file-backed mapping of struct pages.
 
-File format (all offsets from the start of the file):
-
-    0      8   magic b"KSMEMU\\x00\\x01"
-    8      4   format version (little-endian u32)
-    12     4   length N of the JSON header that follows
-    16     N   JSON: config (Config.as_dict), protocol, nr_pages, regions
-    ...        regions, each at a 4 KiB aligned offset
-
-A region is {name, offset, size, base}: `base` is the emulated kernel address
-of its first byte, so a pointer stored in a record (a struct page address, a
-stable_node address) translates to a file offset and back.  The struct page
-array is region "mem_map" at the config's mem_map address; the regions the
-emulation adds live in the direct map (PAGE_OFFSET + a physical offset), as
-kmalloc'd objects do.
+The file's format (header, region table) is emu.machfile's.
 
 Creating a machine writes the header and initialises each struct page as
 free (_count 0, _mapcount -1) with one vectorised write: no Python object per
@@ -25,9 +12,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,93 +20,22 @@ import numpy as np
 from ._atomics import Atomics
 from .kconfig import Config, ConfigError, from_dict
 from .layout import Layout
+from .machfile import (  # noqa: F401 - re-exported: the file format's names
+    ALIGN,
+    FORMAT_VERSION,
+    HEADER_MAX,
+    MAGIC,
+    PAGE_SIZE,
+    PREFIX,
+    MachineError,
+    Region,
+    RegionSpec,
+    align_up,
+    check_regions,
+    layout_regions,
+    read_header,
+)
 from .structs import Kernel, kernel_for
-
-MAGIC = b"KSMEMU\x00\x01"
-FORMAT_VERSION = 1
-PREFIX = struct.Struct("<8sII")
-HEADER_MAX = 1 << 16  # room for the JSON header: regions can be added later
-ALIGN = 4096
-PAGE_SIZE = 4096  # emulated PAGE_SIZE (pfn <-> physical address)
-DEFAULT_STATE = "/dev/shm/ksm-emu.state"
-DIRECT_MAP_START = 16 << 20  # first physical byte the direct-map regions use
-
-
-class MachineError(Exception):
-    """The machine file cannot be created or attached; the message says why."""
-
-
-@dataclass(frozen=True)
-class Region:
-    name: str
-    offset: int  # in the file
-    size: int
-    base: int  # emulated kernel address of the first byte
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "offset": self.offset, "size": self.size, "base": self.base}
-
-
-@dataclass(frozen=True)
-class RegionSpec:
-    """A region to create: its size, and its address (None: next free direct-map range)."""
-
-    name: str
-    size: int
-    base: int | None = None
-
-
-def _align(n: int, a: int = ALIGN) -> int:
-    return (n + a - 1) // a * a
-
-
-def _layout_regions(cfg: Config, nr_pages: int, page_size: int,
-                    specs: Iterable[RegionSpec]) -> list[Region]:
-    regions = []
-    off = _align(PREFIX.size + HEADER_MAX)
-    regions.append(Region("mem_map", off, nr_pages * page_size, cfg.mem_map))
-    off = _align(off + nr_pages * page_size)
-    phys = DIRECT_MAP_START
-    for s in specs:
-        if s.name in {r.name for r in regions}:
-            raise MachineError(f"region {s.name!r} given twice")
-        if s.size <= 0:
-            raise MachineError(f"region {s.name!r} must have a positive size, not {s.size}")
-        base = s.base
-        while base is None:  # next direct-map range that no region occupies
-            cand = cfg.page_offset + phys
-            clash = [r for r in regions if cand < r.base + r.size and r.base < cand + s.size]
-            if not clash:
-                base = cand
-            else:
-                phys = _align(max(r.base + r.size for r in clash) - cfg.page_offset, 1 << 20)
-        regions.append(Region(s.name, off, s.size, base))
-        phys = _align(base + s.size - cfg.page_offset, 1 << 20) if base >= cfg.page_offset else phys
-        off = _align(off + s.size)
-    _check_regions(regions, None, cfg)
-    return regions
-
-
-def _check_regions(regions: list[Region], file_size: int | None, cfg: Config) -> None:
-    limit = 1 << cfg.arch.word_bits
-    for r in regions:
-        if r.offset % ALIGN or r.offset < PREFIX.size or r.size < 0:
-            raise MachineError(f"region {r.name!r} at file offset {r.offset} is misplaced")
-        if file_size is not None and r.offset + r.size > file_size:
-            raise MachineError(f"region {r.name!r} (offset {r.offset}, size {r.size}) lies beyond "
-                               f"the end of the file ({file_size} bytes): truncated?")
-        if not (0 <= r.base and r.base + r.size <= limit):
-            raise MachineError(f"region {r.name!r} at {r.base:#x} does not fit the "
-                               f"{cfg.arch.word_bits}-bit address space")
-    by_off = sorted(regions, key=lambda r: r.offset)
-    for a, b in zip(by_off, by_off[1:]):
-        if a.offset + a.size > b.offset:
-            raise MachineError(f"regions {a.name!r} and {b.name!r} overlap in the file")
-    by_addr = sorted(regions, key=lambda r: r.base)
-    for a, b in zip(by_addr, by_addr[1:]):
-        if a.base + a.size > b.base:
-            raise MachineError(f"regions {a.name!r} and {b.name!r} overlap in the emulated "
-                               f"address space ({a.base:#x}, {b.base:#x})")
 
 
 class Machine:
@@ -131,7 +45,7 @@ class Machine:
         self.path = path
         self.header = header
         self.cfg = cfg
-        self.protocol: str = header["protocol"]
+        self.meta: dict = header.get("meta", {})
         self.nr_pages: int = header["nr_pages"]
         self.kernel: Kernel = kernel_for(cfg)
         self.page_layout = Layout(self.kernel.page, cfg.byte_order, "page")
@@ -218,23 +132,24 @@ def _check_space(path: Path, size: int) -> None:
                            f"{free >> 20} MiB free")
 
 
-def create(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str = "keyhole",
+def create(path: str | os.PathLike, cfg: Config, nr_pages: int, *,
            regions: Iterable[RegionSpec] = (), overwrite: bool = False,
            meta: Mapping | None = None) -> Machine:
     """Create a machine file and attach to it. `meta` is stored in the header
-    as is (the emulation's geometry, for tools that inspect the file)."""
+    as is: what the emulation on top keeps there (its geometry, protocol, CPUs),
+    for the processes that attach and the tools that inspect the file."""
     path = Path(path)
     if nr_pages <= 0:
         raise MachineError(f"a machine needs at least one page, not {nr_pages}")
     k = kernel_for(cfg)
     page_size = k.page.size
-    regs = _layout_regions(cfg, nr_pages, page_size, regions)
-    header = {"config": cfg.as_dict(), "protocol": protocol, "nr_pages": nr_pages,
+    regs = layout_regions(cfg, nr_pages, page_size, regions)
+    header = {"config": cfg.as_dict(), "nr_pages": nr_pages,
               "page_size": page_size, "regions": [r.as_dict() for r in regs], "meta": dict(meta or {})}
     blob = json.dumps(header).encode()
     if len(blob) > HEADER_MAX:
         raise MachineError("header too large: too many regions")
-    size = max(_align(r.offset + r.size) for r in regs)
+    size = max(align_up(r.offset + r.size) for r in regs)
     _check_space(path, size)
     flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
@@ -257,44 +172,10 @@ def create(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str
     return m
 
 
-def read_header(path: str | os.PathLike) -> dict:
-    """Read and check a machine file's header without mapping or writing it."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            prefix = f.read(PREFIX.size)
-            if len(prefix) < PREFIX.size:
-                raise MachineError(f"{path}: {size} bytes is too short for a machine header (truncated?)")
-            magic, version, n = PREFIX.unpack(prefix)
-            if magic != MAGIC:
-                raise MachineError(f"{path}: not a ksm-emu machine file (bad magic {magic!r})")
-            if version != FORMAT_VERSION:
-                raise MachineError(f"{path}: format version {version}, this ksm-emu reads {FORMAT_VERSION}")
-            if n > HEADER_MAX:
-                raise MachineError(f"{path}: header length {n} exceeds {HEADER_MAX}")
-            blob = f.read(n)
-    except FileNotFoundError:
-        raise MachineError(f"{path}: no such machine file") from None
-    except IsADirectoryError:
-        raise MachineError(f"{path}: is a directory, not a machine file") from None
-    except PermissionError:
-        raise MachineError(f"{path}: permission denied") from None
-    if len(blob) < n:
-        raise MachineError(f"{path}: header truncated ({len(blob)} of {n} bytes)")
-    try:
-        header = json.loads(blob)
-        header["file_size"] = size
-        for key in ("config", "protocol", "nr_pages", "page_size", "regions"):
-            header[key]  # noqa: B018 - presence check
-    except (ValueError, KeyError, TypeError) as e:
-        raise MachineError(f"{path}: header is corrupt ({e})") from None
-    return header
-
-
 def attach(path: str | os.PathLike, expect: Config | None = None,
-           expect_protocol: str | None = None) -> Machine:
-    """Attach to an existing machine, refusing anything that does not add up."""
+           expect_meta: Mapping | None = None) -> Machine:
+    """Attach to an existing machine, refusing anything that does not add up.
+    `expect_meta` names entries of the header's meta that must hold given values."""
     path = Path(path)
     header = read_header(path)
     try:
@@ -305,14 +186,18 @@ def attach(path: str | os.PathLike, expect: Config | None = None,
         diffs = [f"{k}={cfg.as_dict().get(k)!r} (expected {v!r})"
                  for k, v in expect.as_dict().items() if cfg.as_dict().get(k) != v]
         raise MachineError(f"{path}: config does not match: {', '.join(diffs)}")
-    if expect_protocol is not None and header["protocol"] != expect_protocol:
-        raise MachineError(f"{path}: protocol is {header['protocol']!r}, expected {expect_protocol!r}")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise MachineError(f"{path}: header is corrupt (meta is not an object)")
+    for key, want in (expect_meta or {}).items():
+        if meta.get(key) != want:
+            raise MachineError(f"{path}: {key} is {meta.get(key)!r}, expected {want!r}")
     try:
         regions = [Region(r["name"], int(r["offset"]), int(r["size"]), int(r["base"]))
                    for r in header["regions"]]
     except (KeyError, TypeError, ValueError) as e:
         raise MachineError(f"{path}: region table is corrupt ({e})") from None
-    _check_regions(regions, header["file_size"], cfg)
+    check_regions(regions, header["file_size"], cfg)
     names = [r.name for r in regions]
     if len(set(names)) != len(names) or "mem_map" not in names:
         raise MachineError(f"{path}: region table is corrupt (names {names})")

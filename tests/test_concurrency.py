@@ -5,11 +5,15 @@ import os
 import pytest
 from conftest import run_procs
 
-from emu._atomics import SpinLockOps
 from emu.kconfig import resolve
-from emu.machine import attach
-from emu.mm.ptlock import PtLock
-from emu.mm.refcount import PageRefs
+from emu.lockword import LockModel
+from emu.machine import RegionSpec, attach
+from emu.mm.boot import attach_world, boot
+from emu.mm.memory import pte_alloc_one
+from emu.mm.page import page_mapping_raw
+from emu.mm.ptlock import pte_lock_deinit, pte_lock_init
+from emu.mm.refcount import get_page_unless_zero, page_count, page_unfreeze_refs, put_page_testzero
+from emu.mm.spinlock import SpinBug, SpinLockup, spin_is_locked, spin_lock, spin_trylock, spin_unlock
 
 NPROC = 4
 
@@ -71,25 +75,44 @@ LOCK_CONFIGS = {
                              split_ptlock_cpus=1),
 }
 TASK = 0x7000
+PFN = 17  # a free page (the boot's page tables took the first ones)
+
+
+@pytest.fixture
+def make_world(tmp_path):
+    made = []
+
+    def make(cfg, pages=64, extra=()):
+        w = boot(tmp_path / f"w{len(made)}.state", cfg, pages, extra=extra)
+        made.append(w)
+        return w, tmp_path / f"w{len(made) - 1}.state"
+
+    yield make
+    for w in made:
+        w.close()
+
+
+def _ptl(w, pfn):
+    return w.machine.page_offset(pfn) + w.offsets["ptl_rel"]
 
 
 def _lock_worker(path, pfn, cpu, n, use_lock):
     """Plain (non-atomic) read-modify-write of page->index under page->ptl,
     yielding the CPU inside the critical section to invite races."""
-    m = attach(path)
-    ptl = PtLock(m) if use_lock else None
-    lay = m.page_layout
+    w = attach_world(path)
+    mm = w.context(cpu=cpu, task=TASK + cpu * 0x100)
+    off, lm = _ptl(w, pfn), mm.ptl_model
+    m, lay = w.machine, w.machine.page_layout
     pages = m.pages
-    task = TASK + cpu * 0x100
     seen_break = 0
     bad = []
     for _ in range(n):
         if use_lock:
-            ptl.spin_lock(pfn, cpu, task)
+            spin_lock(mm, off, lm)
             rec = pages[pfn]
             if lay.has(ptl_path := _p(m, "magic")):
                 if (int(rec[ptl_path]), int(rec[_p(m, "owner_cpu")]), int(rec[_p(m, "owner")])) != \
-                        (0xDEAD4EAD, cpu, task):
+                        (0xDEAD4EAD, cpu, mm.task):
                     bad.append(("held", int(rec[_p(m, "owner_cpu")]), int(rec[_p(m, "owner")])))
             if lay.has(_p(m, "break_lock")) and int(rec[_p(m, "break_lock")]) not in (0, 1):
                 bad.append(("break_lock neither 0 nor 1", int(rec[_p(m, "break_lock")])))
@@ -99,9 +122,9 @@ def _lock_worker(path, pfn, cpu, n, use_lock):
         if use_lock:
             if lay.has(_p(m, "break_lock")) and int(pages[pfn][_p(m, "break_lock")]) == 1:
                 seen_break += 1
-            ptl.spin_unlock(pfn, cpu, task)
+            spin_unlock(mm, off, lm)
     del pages
-    m.close()
+    w.close()
     return seen_break, bad
 
 
@@ -110,22 +133,23 @@ def _p(m, member):
 
 
 @pytest.mark.parametrize("name", list(LOCK_CONFIGS))
-def test_spin_lock_excludes_processes(make_machine, name):
+def test_spin_lock_excludes_processes(make_world, name):
     cfg = resolve(**LOCK_CONFIGS[name])
-    m, path = make_machine(cfg)
-    ptl = PtLock(m)
-    pfn = 7
-    ptl.pte_lock_init(pfn)
+    w, path = make_world(cfg)
+    m = w.machine
+    boot_cpu = w.context(cpu=0)
+    pte_lock_init(boot_cpu, PFN)
     n = 2000
-    results = run_procs(_lock_worker, [(path, pfn, cpu, n, True) for cpu in (1, 2, 3)])
-    assert int(m.pages[pfn]["index"]) == 3 * n, "lost update under the lock"
+    results = run_procs(_lock_worker, [(path, PFN, cpu, n, True) for cpu in (1, 2, 3)])
+    assert int(m.pages[PFN]["index"]) == 3 * n, "lost update under the lock"
     assert all(not bad for _, bad in results), [bad[:3] for _, bad in results]
-    assert not ptl.spin_is_locked(pfn)
+    assert not spin_is_locked(boot_cpu, _ptl(w, PFN), boot_cpu.ptl_model)
     if m.page_layout.has(_p(m, "magic")):  # after release: SPINLOCK_MAGIC, owner -1, owner_cpu -1
-        rec = m.pages[pfn]
+        rec = m.pages[PFN]
         assert int(rec[_p(m, "magic")]) == 0xDEAD4EAD
         assert int(rec[_p(m, "owner_cpu")]) == 0xFFFFFFFF
         assert int(rec[_p(m, "owner")]) == (1 << 8 * cfg.word_bytes) - 1
+        del rec
     if cfg["GENERIC_LOCKBREAK"] and cfg["DEBUG_LOCK_ALLOC"]:
         # lockdep's spin_lock is not BUILD_LOCK_OPS: break_lock is never written
         assert sum(s for s, _ in results) == 0
@@ -133,132 +157,135 @@ def test_spin_lock_excludes_processes(make_machine, name):
         # waiters set it while the lock was held; the last acquirer, with no
         # one left waiting, reset it
         assert sum(s for s, _ in results) > 0, "no waiter ever set break_lock"
-        assert int(m.pages[pfn][_p(m, "break_lock")]) == 0
+        assert int(m.pages[PFN][_p(m, "break_lock")]) == 0
 
 
-def test_unlocked_rmw_loses_updates(make_machine):
+def test_unlocked_rmw_loses_updates(make_world):
     """The deliberately broken variant: the same RMW without the lock is not exact,
     so the exactness above is the lock's doing."""
-    m, path = make_machine(resolve(**LOCK_CONFIGS["ppc64 lockbreak debug"]))
+    w, path = make_world(resolve(**LOCK_CONFIGS["ppc64 lockbreak debug"]))
     n = 2000
-    run_procs(_lock_worker, [(path, 7, cpu, n, False) for cpu in (1, 2, 3)])
-    assert int(m.pages[7]["index"]) < 3 * n
+    run_procs(_lock_worker, [(path, PFN, cpu, n, False) for cpu in (1, 2, 3)])
+    assert int(w.machine.pages[PFN]["index"]) < 3 * n
 
 
-def test_held_bytes_ppc64_cpu3(make_machine):
+def test_held_bytes_ppc64_cpu3(make_world):
     """The seed's case in bytes: CPU 3 holds page->ptl, page->mapping reads 0xdead4ead00000003."""
-    m, _ = make_machine(resolve(**LOCK_CONFIGS["ppc64 lockbreak debug"]))
-    ptl, refs = PtLock(m), PageRefs(m)
-    ptl.pte_lock_init(5)
-    assert refs.page_mapping_raw(5) == 0xDEAD4EADFFFFFFFF
-    ptl.spin_lock(5, 3, 0xC000000001234560)
-    assert refs.page_mapping_raw(5) == 0xDEAD4EAD00000003
-    assert int(m.pages[5]["ptl.raw_lock.slock"]) == 0x80000003
-    ptl.spin_unlock(5, 3, 0xC000000001234560)
-    ptl.pte_lock_deinit(5)
-    assert refs.page_mapping_raw(5) == 0
+    w, _ = make_world(resolve(**LOCK_CONFIGS["ppc64 lockbreak debug"]))
+    cpu3 = w.context(cpu=3, task=0xC000000001234560)
+    pt = pte_alloc_one(cpu3)
+    assert page_mapping_raw(cpu3, pt) == 0xDEAD4EADFFFFFFFF
+    spin_lock(cpu3, _ptl(w, pt), cpu3.ptl_model)
+    assert page_mapping_raw(cpu3, pt) == 0xDEAD4EAD00000003
+    assert int(w.machine.pages[pt]["ptl.raw_lock.slock"]) == 0x80000003
+    spin_unlock(cpu3, _ptl(w, pt), cpu3.ptl_model)
+    pte_lock_deinit(cpu3, pt)
+    assert page_mapping_raw(cpu3, pt) == 0
 
 
-def test_spin_debug_checks(make_machine):
-    from emu._atomics import SpinBug, SpinLockup
-
-    m, _ = make_machine(resolve(**LOCK_CONFIGS["ppc64 lockbreak debug"]))
-    ptl = PtLock(m)
-    ptl.pte_lock_init(1)
+def test_spin_debug_checks(make_world):
+    w, _ = make_world(resolve(**LOCK_CONFIGS["ppc64 lockbreak debug"]))
+    cpu0, cpu2, cpu4 = (w.context(cpu=c, task=TASK + c) for c in (0, 2, 4))
+    cpu2_other_task = w.context(cpu=2, task=TASK + 1)
+    off, lm = _ptl(w, PFN), cpu0.ptl_model
+    pte_lock_init(cpu0, PFN)
     with pytest.raises(SpinBug, match="already unlocked"):
-        ptl.spin_unlock(1, 0, TASK)
-    ptl.spin_lock(1, 2, TASK)
+        spin_unlock(cpu0, off, lm)
+    spin_lock(cpu2, off, lm)
     with pytest.raises(SpinBug, match="recursion"):
-        ptl.spin_lock(1, 2, TASK)
+        spin_lock(cpu2, off, lm)
     with pytest.raises(SpinBug, match="wrong owner"):
-        ptl.spin_unlock(1, 2, TASK + 1)
-    assert not ptl.spin_trylock(1, 4, TASK + 4)
+        spin_unlock(cpu2_other_task, off, lm)
+    assert not spin_trylock(cpu4, off, lm)
     with pytest.raises(SpinLockup):
-        ptl.spin_lock(1, 4, TASK + 4, max_spins=1000)
-    ptl.spin_unlock(1, 2, TASK)
-    assert ptl.spin_trylock(1, 4, TASK + 4)
-    ptl.spin_unlock(1, 4, TASK + 4)
+        spin_lock(cpu4, off, lm, max_spins=1000)
+    spin_unlock(cpu2, off, lm)
+    assert spin_trylock(cpu4, off, lm)
+    spin_unlock(cpu4, off, lm)
     with pytest.raises(SpinBug, match="bad magic"):
-        ptl.spin_lock(2, 0, TASK)  # never initialised
+        spin_lock(cpu0, _ptl(w, PFN + 1), lm)  # never initialised
 
 
-def test_spinlock_offsets_checked(make_machine):
-    m, _ = make_machine(resolve(**LOCK_CONFIGS["ppc64 lockbreak debug"]))
-    ops = PtLock(m).ops
+def test_spinlock_offsets_checked(make_world):
+    w, _ = make_world(resolve(**LOCK_CONFIGS["ppc64 lockbreak debug"]))
+    mm = w.context(cpu=0)
     with pytest.raises(IndexError):
-        ops.spin_lock(m.size - 8, 0, 0)
+        spin_lock(mm, w.machine.size - 8, mm.ptl_model)
     with pytest.raises(ValueError, match="aligned"):
-        ops.spin_lock(m.page_offset(1) + 4, 0, 0)
+        spin_lock(mm, w.machine.page_offset(1) + 4, mm.ptl_model)
     with pytest.raises(ValueError, match="outside"):
-        SpinLockOps(m.atomics, kind="token", word=8, span=8, lock_rel=6, lock_size=4)
+        LockModel(kind="token", word=8, span=8, lock_rel=6, lock_size=4)
 
 
 # -- get_page_unless_zero against a process driving the count to zero --------
 
-def _naive_inc_not_zero(m, refs, pfn):
+def _naive_inc_not_zero(mm, pfn):
     """Deliberately broken: check, then increment, not one atomic step."""
-    off = m.page_offset(pfn) + refs.count_rel
-    if m.atomics.load(off, 4) == 0:
+    off = mm.page_off(pfn) + mm.count_rel
+    if mm.a.load(off, 4) == 0:
         return False
     os.sched_yield()
-    m.atomics.fetch_add(off, 4, 1)
+    mm.a.fetch_add(off, 4, 1)
     return True
 
 
-def _refs_role(role, path, npfn, naive=False):
-    m = attach(path)
-    refs = PageRefs(m)
-    scratch = m.region("scratch").offset
+def _refs_role(role, path, first, npfn, naive=False):
+    w = attach_world(path)
+    mm = w.context(cpu={"dropper": 1}.get(role, 2))
+    scratch = w.machine.region("scratch").offset
+    a = w.machine.atomics
     done = scratch + 4 * npfn  # the dropper's "finished" flag
     revived = 0
+    pfns = range(first, first + npfn)
     if role == "dropper":
-        for pfn in range(npfn):
+        for i, pfn in enumerate(pfns):
             for _ in range(50):
                 os.sched_yield()
-            if refs.put_page_testzero(pfn):
-                m.atomics.fetch_add(scratch + 4 * pfn, 4, 1)
-        m.atomics.store(done, 4, 1)
+            if put_page_testzero(mm, pfn):
+                a.fetch_add(scratch + 4 * i, 4, 1)
+        a.store(done, 4, 1)
     else:
         failed = [False] * npfn
         last = False
         while not last:
-            last = m.atomics.load(done, 4) == 1  # one more full pass after the dropper ends
-            for pfn in range(npfn):
-                got = _naive_inc_not_zero(m, refs, pfn) if naive else refs.get_page_unless_zero(pfn)
+            last = a.load(done, 4) == 1  # one more full pass after the dropper ends
+            for i, pfn in enumerate(pfns):
+                got = _naive_inc_not_zero(mm, pfn) if naive else get_page_unless_zero(mm, pfn)
                 if got:
-                    revived += failed[pfn]  # raised a count that had been zero
-                    if refs.put_page_testzero(pfn):
-                        m.atomics.fetch_add(scratch + 4 * pfn, 4, 1)
+                    revived += failed[i]  # raised a count that had been zero
+                    if put_page_testzero(mm, pfn):
+                        a.fetch_add(scratch + 4 * i, 4, 1)
                 else:
-                    failed[pfn] = True
-    m.close()
+                    failed[i] = True
+    w.close()
     return revived
 
 
-def _race_refs(make_machine, naive):
-    npfn = 64
-    m, path = make_machine(resolve("ppc64"), nr_pages=npfn)
-    refs = PageRefs(m)
-    for pfn in range(npfn):
-        refs.page_unfreeze_refs(pfn, 1)  # one reference each: the dropper's
-    revived = run_procs(_refs_role, [("getter", path, npfn, naive), ("getter", path, npfn, naive),
-                                     ("dropper", path, npfn)])
-    zero_hits = [m.atomics.load(m.region("scratch").offset + 4 * p, 4) for p in range(npfn)]
-    counts = [refs.page_count(p) for p in range(npfn)]
+def _race_refs(make_world, naive):
+    npfn, first = 64, 16
+    w, path = make_world(resolve("ppc64"), pages=128, extra=[RegionSpec("scratch", 4096)])
+    mm = w.context(cpu=0)
+    for pfn in range(first, first + npfn):
+        page_unfreeze_refs(mm, pfn, 1)  # one reference each: the dropper's
+    revived = run_procs(_refs_role, [("getter", path, first, npfn, naive), ("getter", path, first, npfn, naive),
+                                     ("dropper", path, first, npfn)])
+    scratch = w.machine.region("scratch").offset
+    zero_hits = [w.machine.atomics.load(scratch + 4 * i, 4) for i in range(npfn)]
+    counts = [page_count(mm, p) for p in range(first, first + npfn)]
     return sum(revived), zero_hits, counts
 
 
-def test_get_page_unless_zero_never_revives(make_machine):
-    revived, zero_hits, counts = _race_refs(make_machine, naive=False)
+def test_get_page_unless_zero_never_revives(make_world):
+    revived, zero_hits, counts = _race_refs(make_world, naive=False)
     assert revived == 0
     assert zero_hits == [1] * len(zero_hits)  # exactly one put dropped each page's last ref
     assert counts == [0] * len(counts)
 
 
-def test_naive_inc_not_zero_is_caught(make_machine):
+def test_naive_inc_not_zero_is_caught(make_world):
     """The same checks fail for a check-then-increment: a freed page's count is raised."""
     for _ in range(5):
-        revived, zero_hits, counts = _race_refs(make_machine, naive=True)
+        revived, zero_hits, counts = _race_refs(make_world, naive=True)
         if revived or zero_hits != [1] * len(zero_hits) or any(counts):
             return
     pytest.fail("five runs of the broken inc_not_zero went unnoticed")

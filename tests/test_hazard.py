@@ -7,7 +7,10 @@ import pytest
 from emu.hazard import ALIGNED, WILD, _mapping_bytes, _states, analyse
 from emu.kconfig import ARCHES, KERNELS, ConfigError, resolve
 from emu.layout_cli import MATRIX_COMBOS, main
-from emu.mm.ptlock import PtLock, spinlock_spec
+from emu.lockword import lock_model
+from emu.mm.boot import boot
+from emu.mm.ptlock import pte_lock_init
+from emu.mm.spinlock import spin_lock, spin_unlock
 
 SEED = dict(arch="ppc64", kernel="2.6.32", enable=["PREEMPT", "DEBUG_SPINLOCK"])
 
@@ -71,31 +74,34 @@ def _matches(predicted, actual):
 
 
 @pytest.mark.parametrize("kw", CROSS, ids=lambda kw: f"{kw['arch']}-{kw['kernel']}")
-def test_predictions_match_the_bytes_spin_lock_writes(make_machine, kw):
+def test_predictions_match_the_bytes_spin_lock_writes(tmp_path, kw):
     """Static and dynamic agree: every value spin_lock really leaves on mapping
     (free, and held by several CPUs) is one the analysis enumerated; with the
     debug fields, the very state of that CPU predicts it."""
     cfg = resolve(**kw)
-    m, _ = make_machine(cfg, nr_pages=8)
-    ptl = PtLock(m)
+    w = boot(tmp_path / "w", cfg, 64)
+    m = w.machine
     page = m.page_layout
-    spec = spinlock_spec(cfg, page, "ptl.")
+    lm = lock_model(cfg, page, "ptl.")
     rel = page.offset("mapping") - page.offset("ptl")
-    states = dict(_states(cfg, spec))
+    states = dict(_states(cfg, lm))
     predicted = {name: _mapping_bytes(cfg, fields, rel, []) for name, fields in states.items()}
-    off = m.page_offset(1) + page.offset("mapping")
-    ptl.pte_lock_init(1)
+    pfn = 40
+    off = m.page_offset(pfn) + page.offset("mapping")
+    ptl = m.page_offset(pfn) + page.offset("ptl")
+    pte_lock_init(w.context(cpu=0), pfn)
     for cpu in [None] + [c for c in (0, 3, 5) if c < cfg.nr_cpus]:
-        task = 0xC0000000 + 0x100 * (cpu or 0)
+        mm = w.context(cpu=cpu or 0, task=0xC0000000 + 0x100 * (cpu or 0))
         if cpu is not None:
-            ptl.spin_lock(1, cpu, task)
+            spin_lock(mm, ptl, lm)
         actual = bytes(m.mm[off:off + cfg.word_bytes])
         assert any(_matches(p, actual) for p in predicted.values()), (cpu, actual.hex())
-        if cpu is not None and spec["magic_rel"] >= 0:
+        if cpu is not None and lm.debug:
             own = [p for n, p in predicted.items() if n.startswith(f"held by CPU {cpu},") or n == f"held by CPU {cpu}"]
             assert any(_matches(p, actual) for p in own), (cpu, actual.hex())
         if cpu is not None:
-            ptl.spin_unlock(1, cpu, task)
+            spin_unlock(mm, ptl, lm)
+    w.close()
 
 
 def test_cli(capsys):

@@ -26,9 +26,9 @@ def test_create_initialises_free_pages(make_machine):
 def test_header_and_regions(make_machine):
     cfg = resolve("sparc64", "2.6.32", enable=["PREEMPT"])
     m, path = make_machine(cfg, nr_pages=100, regions=[RegionSpec("stable_nodes", 8192),
-                                                        RegionSpec("shadow", 4096)])
+                                                        RegionSpec("shadow", 4096)], meta={"protocol": "keyhole"})
     h = read_header(path)
-    assert h["config"] == cfg.as_dict() and h["protocol"] == "keyhole" and h["nr_pages"] == 100
+    assert h["config"] == cfg.as_dict() and h["meta"]["protocol"] == "keyhole" and h["nr_pages"] == 100
     regions = {r["name"]: r for r in h["regions"]}
     assert regions["mem_map"]["base"] == cfg.mem_map
     assert regions["stable_nodes"]["base"] == cfg.page_offset + (16 << 20)
@@ -141,20 +141,20 @@ def test_refused_attach(make_machine, what):
 
 
 def test_refused_attach_expectations(make_machine, tmp_path):
-    m, path = make_machine(resolve("ppc64"), nr_pages=64)
+    m, path = make_machine(resolve("ppc64"), nr_pages=64, meta={"protocol": "keyhole"})
     before = digest(path)
     with pytest.raises(MachineError, match=r"arch='ppc64' \(expected 'x86_64'\)"):
         attach(path, expect=resolve("x86_64"))
     with pytest.raises(MachineError, match="PREEMPT=False"):
         attach(path, expect=resolve("ppc64", enable=["PREEMPT"]))
     with pytest.raises(MachineError, match="protocol is 'keyhole', expected 'refcount'"):
-        attach(path, expect_protocol="refcount")
+        attach(path, expect_meta={"protocol": "refcount"})
     with pytest.raises(MachineError, match="no such machine file"):
         attach(tmp_path / "missing")
     with pytest.raises(MachineError, match="is a directory"):
         attach(tmp_path)
     assert digest(path) == before
-    m2 = attach(path, expect=resolve("ppc64"), expect_protocol="keyhole")
+    m2 = attach(path, expect=resolve("ppc64"), expect_meta={"protocol": "keyhole"})
     assert m2.nr_pages == 64
     m2.close()
 
@@ -179,18 +179,26 @@ def test_close_with_live_view_is_safe(make_machine):
         m.atomics.load(0, 4)
 
 
-def test_page_refs_bug_on_zero(make_machine):
-    from emu.mm.refcount import PageRefs, RefcountBug
+def test_page_refs_bug_on_zero(tmp_path):
+    """Under the unit tests' policy a BUG raises, and leaves the count as it was."""
+    from emu.check.truth import RAISE
+    from emu.check.violations import RefcountBug
+    from emu.mm.boot import boot
+    from emu.mm.page import page_mapping_raw, set_page_mapping
+    from emu.mm.refcount import get_page, page_count, page_freeze_refs, page_unfreeze_refs, put_page_testzero
 
-    m, _ = make_machine(resolve("s390x"), nr_pages=4)
-    refs = PageRefs(m)
-    with pytest.raises(RefcountBug, match="get_page on pfn 1 with _count 0"):
-        refs.get_page(1)
-    with pytest.raises(RefcountBug, match="put_page on pfn 1"):
-        refs.put_page_testzero(1)
-    assert refs.page_count(1) == 0  # neither left it changed
-    refs.page_unfreeze_refs(1, 2)
-    assert not refs.page_freeze_refs(1, 1) and refs.page_freeze_refs(1, 2) and refs.page_count(1) == 0
-    refs.set_page_mapping(1, 0x3)
-    assert refs.page_mapping_raw(1) == 3 and bytes(m.mm[m.page_offset(1) + refs.mapping_rel:][:8]) == \
+    w = boot(tmp_path / "w", resolve("s390x"), 64)
+    mm = w.context(cpu=0, policy=RAISE)
+    pfn = 40  # free
+    with pytest.raises(RefcountBug, match=f"get_page on pfn {pfn} with _count 0"):
+        get_page(mm, pfn)
+    with pytest.raises(RefcountBug, match=f"put_page on pfn {pfn}"):
+        put_page_testzero(mm, pfn)
+    assert page_count(mm, pfn) == 0  # neither left it changed
+    page_unfreeze_refs(mm, pfn, 2)
+    assert not page_freeze_refs(mm, pfn, 1) and page_freeze_refs(mm, pfn, 2) and page_count(mm, pfn) == 0
+    set_page_mapping(mm, pfn, 0x3, 0)
+    m = w.machine
+    assert page_mapping_raw(mm, pfn) == 3 and bytes(m.mm[m.page_offset(pfn) + mm.mapping_rel:][:8]) == \
         (3).to_bytes(8, "big")
+    w.close()

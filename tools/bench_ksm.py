@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from emu._ksm_sweep import sweep_get_ksm_page
+from emu.check.shadow import KSM, SHADOW_DTYPE
 from emu.kconfig import resolve
 from emu.machine import RegionSpec, create
-from emu.mm.world import KSM, SHADOW_DTYPE
 
 
 def build_nodes(path: Path, nodes: int, stale_every: int) -> tuple:
@@ -110,7 +110,8 @@ def bench_sweep(nodes: int, py_nodes: int, repeats: int) -> dict:
 
 
 def bench_time_to_free(duration: float, pages: int, rates: list[int]) -> list[dict]:
-    from emu.launch import RunSpec, assign_cpus, run
+    from emu.runspec import RunSpec, assign_cpus
+    from emu.supervise import run
 
     out = []
     for protocol in ("keyhole", "refcount"):

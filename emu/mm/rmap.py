@@ -1,143 +1,50 @@
-"""Virtual pages ("slots"), their ptes, and the locks that guard them.
-
-A slot is one user virtual page in a MADV_MERGEABLE area. Its pte lives in
-the ptes region (pfn + 1, 0 for none) and changes only under the lock the
-kernel would take: page->ptl of the slot's page-table page with split
-ptlocks, else mm->page_table_lock, a spinlock_t inside the owning
-mm_struct (in the kmalloc region). Both are real spinlock_t bytes of the
-config, taken on this process's emulated CPU.
-"""
+"""Reverse mapping (mm/rmap.c): _mapcount and an anon page's mapping, and
+try_to_unmap, which finds every pte of a page (a KSM page's through its
+stable_node's rmap_items, as try_to_unmap_ksm does) and clears it."""
 
 from __future__ import annotations
 
-from .._atomics import SpinBug, SpinLockOps
-from ..layout import Layout
-from .core import MM, V_COUNT_NEGATIVE, V_SPIN_BUG
-from .page_alloc import alloc_page, put_page
-from .ptlock import spinlock_spec
-from .world import ANON, PTRS_PER_GROUP, W_ANON
-
-MM_STRUCT_SIZE = 1024
-PAGE_TABLE_LOCK_REL = 64  # offset of page_table_lock inside the emulated mm_struct
-USER_BASE = {4: 0x40000000, 8: 0x7F0000000000}
+from ..check.shadow import W_ANON
+from ..check.violations import V_COUNT_NEGATIVE
+from .context import MM, PAGE_MAPPING_ANON
+from .ksm_nodes import node_idx, rmap_items_of
+from .page import page_mapcount_add, page_mapping_raw, page_stable_node, set_page_mapping
+from .pgtable import group_of, pte, set_pte
+from .ptlock import pte_lock, pte_unlock
+from .refcount import put_page
 
 
-class PteLocks:
-    """pte_lockptr(): page->ptl of the page-table page, or mm->page_table_lock."""
-
-    def __init__(self, mm: MM, nmms: int) -> None:
-        self.mm = mm
-        self.nmms = nmms
-        cfg = mm.m.cfg
-        self.split = cfg["USE_SPLIT_PTLOCKS"]
-        if self.split:
-            spec = spinlock_spec(cfg, mm.m.page_layout, "ptl.")
-            self.rel = mm.m.page_layout.offset("ptl")
-        else:
-            spec = spinlock_spec(cfg, Layout(mm.m.kernel.spinlock, cfg.byte_order, "spinlock_t"))
-            self.rel = 0
-        self.ops = SpinLockOps(mm.a, **spec)
-
-    def mm_of_group(self, group: int) -> int:
-        return group % self.nmms
-
-    def mm_struct(self, idx: int) -> int:
-        """Emulated address of mm_struct `idx` (one per allocator)."""
-        return self.mm.kmalloc.base + (64 << 10) + idx * MM_STRUCT_SIZE
-
-    def lock_offset(self, group: int) -> int:
-        mm = self.mm
-        if self.split:
-            pt = mm.h.load(mm.pgtables + 8 * group, 8) - 1
-            return mm.page_off(pt) + self.rel
-        addr = self.mm_struct(self.mm_of_group(group)) + PAGE_TABLE_LOCK_REL
-        return mm.m.addr_to_offset(addr)
-
-    def lock(self, group: int) -> int:
-        off = self.lock_offset(group)
-        try:
-            self.ops.spin_lock(off, self.mm.cpu, self.mm.task)
-        except SpinBug as e:
-            self.mm.violation(V_SPIN_BUG, detail=0)
-            raise RuntimeError(f"page-table lock at {off}: {e}") from e
-        self.mm.count("ptl_locks")
-        return off
-
-    def unlock(self, off: int) -> None:
-        self.ops.spin_unlock(off, self.mm.cpu, self.mm.task)
-
-    def init_mm_locks(self) -> None:
-        """spin_lock_init of every mm->page_table_lock (launcher, once)."""
-        if not self.split:
-            for i in range(self.nmms):
-                self.ops.spin_lock_init(self.mm.m.addr_to_offset(self.mm_struct(i) + PAGE_TABLE_LOCK_REL))
-
-
-def group_of(slot: int) -> int:
-    return slot // PTRS_PER_GROUP
-
-
-def pte(mm: MM, slot: int) -> int:
-    """pfn mapped at slot, or -1 (an unlocked peek, like a racy pte read)."""
-    return mm.h.load(mm.ptes + 8 * slot, 8) - 1
-
-
-def set_pte(mm: MM, slot: int, pfn: int) -> None:
-    mm.h.store(mm.ptes + 8 * slot, 8, pfn + 1)
-
-
-def vaddr(mm: MM, slot: int) -> int:
-    return USER_BASE[mm.word] + slot * 4096
+def page_add_new_anon_rmap(mm: MM, pfn: int, anon_vma: int) -> None:
+    """mapping = anon_vma + PAGE_MAPPING_ANON (the fault maps it after)."""
+    set_page_mapping(mm, pfn, anon_vma + PAGE_MAPPING_ANON, W_ANON)
 
 
 def page_remove_rmap(mm: MM, pfn: int) -> None:
-    if mm.mapcount_add(pfn, -1) < -1:
-        mm.violation(V_COUNT_NEGATIVE, pfn, detail=1)
+    if page_mapcount_add(mm, pfn, -1) < -1:
+        mm.truth.bug(V_COUNT_NEGATIVE, pfn, f"page_remove_rmap on pfn {pfn}: _mapcount below -1", 1)
 
 
-def do_anonymous_page(mm: MM, locks: PteLocks, slot: int, anon_vma: int, content: int) -> bool:
-    """Fault a new anon page in at an empty slot."""
-    pfn = alloc_page(mm, ANON)
-    if pfn is None:
-        return False
-    mm.sh_set(pfn, "content", content)
-    mm.sh_set(pfn, "writer", W_ANON)
-    mm.set_mapping(pfn, anon_vma + 1)  # page_add_new_anon_rmap: PAGE_MAPPING_ANON
-    mm.a.store(mm.page_off(pfn) + mm.index_rel, mm.word, vaddr(mm, slot) >> 12)
-    off = locks.lock(group_of(slot))
-    mapped = pte(mm, slot) < 0
-    if mapped:
-        mm.set_mapcount(pfn, 0)
-        set_pte(mm, slot, pfn)
-    locks.unlock(off)
-    if not mapped:
-        put_page(mm, pfn)  # someone else faulted it in first
-    return mapped
-
-
-def zap_pte(mm: MM, locks: PteLocks, slot: int, expect: int = -1) -> int:
-    """Unmap slot (only if it maps `expect`, when given); drop the mapping's
-    reference. Returns the pfn unmapped, or -1."""
-    off = locks.lock(group_of(slot))
-    pfn = pte(mm, slot)
-    if pfn >= 0 and (expect < 0 or pfn == expect):
+def try_to_unmap_one(mm: MM, slot: int, pfn: int) -> int:
+    """Clear slot's pte if it maps pfn (any page when pfn is -1), under the pte
+    lock; then page_remove_rmap and drop the pte's reference. The pfn
+    unmapped, or -1."""
+    off = pte_lock(mm, group_of(slot))
+    found = pte(mm, slot)
+    if found >= 0 and (pfn < 0 or found == pfn):
         set_pte(mm, slot, -1)
     else:
-        pfn = -1
-    locks.unlock(off)
-    if pfn >= 0:
-        page_remove_rmap(mm, pfn)
-        put_page(mm, pfn)
-    return pfn
+        found = -1
+    pte_unlock(mm, off)
+    if found >= 0:
+        page_remove_rmap(mm, found)
+        put_page(mm, found)
+    return found
 
 
-def get_pte_page(mm: MM, locks: PteLocks, slot: int) -> int:
-    """follow_page with FOLL_GET: the page at slot with a reference, or -1."""
-    from .page_alloc import get_page
-
-    off = locks.lock(group_of(slot))
-    pfn = pte(mm, slot)
-    if pfn >= 0:
-        get_page(mm, pfn)
-    locks.unlock(off)
-    return pfn
+def try_to_unmap(mm: MM, pfn: int, slot: int) -> int:
+    """Every pte of a page the caller holds (referenced and locked), found at
+    slot: a KSM page's through its stable_node's hlist, an anon page's is the
+    one slot. How many were cleared."""
+    node = page_stable_node(page_mapping_raw(mm, pfn))
+    slots = rmap_items_of(mm, node_idx(mm, node)) if node else [slot]
+    return sum(try_to_unmap_one(mm, s, pfn) >= 0 for s in slots)

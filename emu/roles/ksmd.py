@@ -3,12 +3,11 @@ meeting stable nodes through get_ksm_page (the kernel defaults: 100 per 20 ms)."
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from ..mm.core import MM
-from ..mm.ksm import Ksm
-from ..mm.rmap import PteLocks
+from ..mm.context import MM
+from ..mm.ksm import StableTree
+from ..mm.ksm_scan import ksm_sweep, meet_nodes, scan_slot
 
 
 @dataclass(frozen=True)
@@ -17,21 +16,31 @@ class KsmdParams:
     sleep_ms: float = 20.0
 
 
-def run(mm: MM, locks: PteLocks, p: KsmdParams, progress) -> None:
-    ksm = Ksm(mm, locks)
-    nslots = mm.geo.nslots
-    cursor = 0
-    while not mm.stopping():
-        for _ in range(p.pages_to_scan):
-            ksm.scan_slot(cursor)
-            cursor += 1
-            if cursor == nslots:  # a full pass: the unstable tree starts afresh
-                cursor = 0
-                ksm.unstable[:] = 0
-                ksm.sweep()
-                mm.count("ksmd_passes")
-        mm.count("ksmd_scanned", p.pages_to_scan)
-        ksm.meet_nodes()
-        progress()
-        if p.sleep_ms:
-            time.sleep(p.sleep_ms / 1000)
+class Ksmd:
+    def __init__(self, mm: MM, params: KsmdParams) -> None:
+        self.mm, self.p = mm, params
+        self.tree = StableTree(mm.geo)
+        self.cursor = 0  # the next slot to scan
+        self.node_cursor = 0  # meet_nodes' place among the stable nodes
+        self.scanned = 0  # slots scanned in this batch
+
+    def step(self) -> int:
+        """One slot; at the end of a batch, the nodes a descent meets, then sleep."""
+        mm = self.mm
+        scan_slot(mm, self.tree, self.cursor)
+        self.cursor += 1
+        if self.cursor == mm.geo.nslots:  # a full pass: the unstable tree starts afresh
+            self.cursor = 0
+            self.tree.unstable[:] = 0
+            ksm_sweep(mm, self.tree)
+            mm.count("ksmd_passes")
+        self.scanned += 1
+        if self.scanned < self.p.pages_to_scan:
+            return 0
+        self.scanned = 0
+        mm.count("ksmd_scanned", self.p.pages_to_scan)
+        self.node_cursor = meet_nodes(mm, self.tree, self.node_cursor)
+        return int(self.p.sleep_ms * 1e6)
+
+    def finish(self) -> None:
+        pass

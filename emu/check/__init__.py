@@ -1,0 +1,4 @@
+"""Ground truth and invariants beside the emulated kernel: what each page
+really is (the shadow), the checks that compare it with what the kernel code
+sees, and the record of violations. Kernel code (emu.mm) feeds them at its
+transitions; nothing here is kernel code."""

@@ -1,0 +1,29 @@
+"""The kernel memory accessor: how mm code touches the emulated kernel bytes.
+
+Every load and store of struct pages, stable_nodes, rmap_items, spinlocks and
+page tables goes through one accessor object (`MM.a`), and each method says
+what the kernel code does at that place:
+
+  load, store              a plain C access
+  load_once, store_once    a marked one (ACCESS_ONCE / READ_ONCE / WRITE_ONCE)
+  atomic_read, atomic_set  an atomic_t's plain-but-atomic read and set
+  cas, xchg, fetch_add, fetch_or, fetch_and, atomic_inc_not_zero
+                           atomic read-modify-writes (cmpxchg, bit ops, ...)
+
+In a free run the accessor is `KernelAtomics`: the Cython atomics themselves
+(each access one hardware atomic in the emulated byte order), with the marked
+names as aliases, so it costs nothing. A controlled schedule or a checker
+wraps it with an object of the same methods that sees each access first.
+"""
+
+from __future__ import annotations
+
+from .._atomics import Atomics
+
+ACCESSES = ("load", "store", "load_once", "store_once", "atomic_read", "atomic_set", "cas", "xchg",
+            "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero")
+
+
+class KernelAtomics(Atomics):
+    load_once = Atomics.load
+    store_once = Atomics.store

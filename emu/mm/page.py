@@ -1,0 +1,103 @@
+"""struct page's fields, as include/linux/mm.h, page-flags.h, pagemap.h and
+ksm.h read and write them.
+
+Every store the ground truth must follow goes through one primitive here
+(set_page_mapping, set_page_stable_node, ...), which tells the truth keeper
+in the same breath: no caller labels a store by hand.
+"""
+
+from __future__ import annotations
+
+from ..check.shadow import W_SLAB
+from .context import MM, PAGE_MAPPING_ANON, PAGE_MAPPING_KSM, PG_LOCKED
+
+SLAB_INUSE_OBJECTS = 0x00200000  # the u16 pair over _mapcount, as one 32-bit value
+
+
+# -- page->mapping -------------------------------------------------------------------
+def page_mapping_raw(mm: MM, pfn: int) -> int:
+    """page->mapping as stored, with its PAGE_MAPPING_* low bits."""
+    return mm.a.load(mm.mem_map + pfn * mm.psize + mm.mapping_rel, mm.word)
+
+
+def set_page_mapping(mm: MM, pfn: int, value: int, writer: int) -> None:
+    """page->mapping = value; `writer` (a W_* label) says which user of struct
+    page stored it, for the reports."""
+    mm.truth.mapping_written(pfn, writer)
+    mm.a.store(mm.mem_map + pfn * mm.psize + mm.mapping_rel, mm.word, value)
+
+
+def PageAnon(mapping: int) -> bool:  # noqa: N802 - the kernel's name
+    return bool(mapping & PAGE_MAPPING_ANON)
+
+
+def PageKsm(mapping: int) -> bool:  # noqa: N802 - the kernel's name
+    return mapping & (PAGE_MAPPING_ANON | PAGE_MAPPING_KSM) == PAGE_MAPPING_ANON | PAGE_MAPPING_KSM
+
+
+def page_rmapping(mapping: int) -> int:
+    return mapping & ~(PAGE_MAPPING_ANON | PAGE_MAPPING_KSM)
+
+
+def page_stable_node(mapping: int) -> int:
+    """The stable_node address a KSM page's mapping names, or 0."""
+    return page_rmapping(mapping) if PageKsm(mapping) else 0
+
+
+def set_page_stable_node(mm: MM, pfn: int, node: int) -> None:
+    """page->mapping = node + PAGE_MAPPING_ANON + PAGE_MAPPING_KSM (node 0: the
+    bare 0x3 a page carries while it is being merged)."""
+    mm.truth.stable_node_set(pfn, node)
+    mm.a.store(mm.mem_map + pfn * mm.psize + mm.mapping_rel, mm.word,
+               node + PAGE_MAPPING_ANON + PAGE_MAPPING_KSM)
+
+
+# -- the other words --------------------------------------------------------------------
+def set_page_index(mm: MM, pfn: int, index: int) -> None:
+    mm.a.store(mm.page_off(pfn) + mm.index_rel, mm.word, index)
+
+
+def set_page_slab(mm: MM, pfn: int, cache: int) -> None:
+    """SLUB's new_slab: page->slab (on private, not mapping) and inuse/objects
+    (over _mapcount) of a fresh slab."""
+    mm.truth.mapping_written(pfn, W_SLAB)
+    mm.a.store(mm.page_off(pfn) + mm.private_rel, mm.word, cache)
+    mm.a.store(mm.page_off(pfn) + mm.mapcount_rel, 4, SLAB_INUSE_OBJECTS)
+
+
+def page_mapcount_add(mm: MM, pfn: int, delta: int) -> int:
+    """atomic_add_return on _mapcount."""
+    return mm.a.fetch_add(mm.page_off(pfn) + mm.mapcount_rel, 4, delta, True) + delta
+
+
+def reset_page_mapcount(mm: MM, pfn: int, value: int = -1) -> None:
+    mm.a.atomic_set(mm.page_off(pfn) + mm.mapcount_rel, value)
+
+
+# -- PG_locked: lock_page / trylock_page / unlock_page (pagemap.h) -------------------------
+def trylock_page(mm: MM, pfn: int) -> bool:
+    """!test_and_set_bit_lock(PG_locked, &page->flags)."""
+    return not mm.a.fetch_or(mm.page_off(pfn) + mm.flags_rel, mm.word, PG_LOCKED) & PG_LOCKED
+
+
+def lock_page(mm: MM, pfn: int) -> None:
+    off, spins = mm.page_off(pfn) + mm.flags_rel, 0
+    while not trylock_page(mm, pfn):
+        spins += 1
+        mm.spin_wait(off, mm.word, _unlocked, spins)
+
+
+def _unlocked(flags: int) -> bool:
+    return not flags & PG_LOCKED
+
+
+def unlock_page(mm: MM, pfn: int) -> None:
+    """clear_bit_unlock(PG_locked, &page->flags)."""
+    mm.a.fetch_and(mm.page_off(pfn) + mm.flags_rel, mm.word, ~PG_LOCKED & ((1 << 8 * mm.word) - 1))
+
+
+# -- the page's data -----------------------------------------------------------------------
+def page_content(mm: MM, pfn: int) -> int:
+    """What the page holds (memcmp_pages, calc_checksum): the emulator keeps a
+    page's data as one content id, in the shadow beside its struct page."""
+    return mm.truth.get(pfn, "content")

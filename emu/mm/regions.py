@@ -1,0 +1,128 @@
+"""The emulated world beside the struct pages: its geometry and its regions,
+each declared once as a dtype (offsets are derived from these, never typed).
+
+Kernel bytes (the config's layout and byte order, emulated direct-map addresses):
+  stable_nodes   the kmem_cache of struct stable_node
+  rmap_items     one struct rmap_item per KSM-scanned virtual page (a "slot")
+  kmalloc        small objects pages point to: task_structs, mm_structs (with
+                 their page_table_lock), anon_vmas, address_spaces, kmem_caches,
+                 driver objects (`Objects`)
+  ptes           one word per slot: pfn + 1 of the page it maps, 0 for none
+  pgtables       one word per page-table group: pfn + 1 of its page-table page
+Emulator regions (host order, never read by kernel code):
+  freelist       the page allocator's free list (emu.mm.page_alloc)
+  shadow         ground truth per pfn (emu.check.shadow)
+  counters, percpu, control, violations, latency
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..check.shadow import SHADOW_DTYPE
+from ..check.violations import VIOLATION_DTYPE, VIOLATION_NAMES
+from ..kconfig import Config
+from ..machine import RegionSpec
+from ..structs import kernel_for
+
+COUNTERS = ["get_ksm_page_ok", "get_ksm_page_stale", "stable_nodes_removed", "ksm_pages_merged",
+            "ksm_pages_created", "pages_freed", "pages_allocated", "alloc_failed", "reclaimed",
+            "reclaim_unmapped", "ksmd_scanned", "ksmd_passes", "ptl_locks", "pagetables_churned",
+            "rmap_items_removed", "violations", "latency_dropped", "nodes_freed_mid_free"]
+COUNTERS_DTYPE = np.dtype([(name, "<u8") for name in COUNTERS])
+CONTROL_DTYPE = np.dtype([("stop", "<u4"), ("nr_free", "<i8"), ("nr_violations", "<u8"),
+                          ("nr_latencies", "<u8"), ("violations_by_kind", "<u8", (len(VIOLATION_NAMES),))],
+                         align=True)
+PERCPU_DTYPE = np.dtype({"names": ["rcu_nesting"], "formats": ["<i4"], "offsets": [0], "itemsize": 64})
+LATENCY_DTYPE = np.dtype([("ns", "<u8"), ("kind", "<u8")])
+
+PTRS_PER_GROUP = 64  # slots per page-table page
+TASK_SIZE, MM_STRUCT_SIZE = 1024, 1024
+PAGE_TABLE_LOCK_REL = 64  # offset of page_table_lock inside the emulated mm_struct
+
+
+def freelist_dtype(nr_pages: int) -> np.dtype:
+    """The head word (ABA tag << 32 | top pfn + 1) and a next link per pfn (pfn + 1, 0 ends)."""
+    return np.dtype([("head", "<u8"), ("next", "<u4", (nr_pages,))])
+
+
+@dataclass(frozen=True)
+class Geometry:
+    nr_pages: int
+    nslots: int
+    ngroups: int
+    node_capacity: int
+    contents: int  # distinct page contents: duplicates give KSM work
+    nmms: int = 2  # mm_structs: one per allocator
+    violation_capacity: int = 4096
+    latency_capacity: int = 1 << 18
+    ncpus: int = 64
+
+    @classmethod
+    def for_pages(cls, nr_pages: int, ncpus: int, nmms: int = 2) -> Geometry:
+        # Twice as many virtual pages as memory, with as many contents as pages
+        # (each content on ~1.7 mapped pages): even with ksmd merging at full
+        # speed memory stays short, so reclaim works whatever ksmd's rate.
+        nslots = max(PTRS_PER_GROUP, (2 * nr_pages) // PTRS_PER_GROUP * PTRS_PER_GROUP)
+        return cls(nr_pages=nr_pages, nslots=nslots, ngroups=nslots // PTRS_PER_GROUP,
+                   node_capacity=nslots // 2 + 16, contents=max(2, nslots // 2), nmms=nmms, ncpus=ncpus)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def regions(self, cfg: Config) -> list[RegionSpec]:
+        k, g, word = kernel_for(cfg), self, cfg.word_bytes
+        return [
+            RegionSpec("stable_nodes", g.node_capacity * k.stable_node.size),
+            RegionSpec("rmap_items", g.nslots * k.rmap_item.size),
+            RegionSpec("kmalloc", Objects.size(g.nmms)),
+            RegionSpec("shadow", g.nr_pages * SHADOW_DTYPE.itemsize),
+            RegionSpec("ptes", g.nslots * word),
+            RegionSpec("pgtables", g.ngroups * word),
+            RegionSpec("freelist", freelist_dtype(g.nr_pages).itemsize),
+            RegionSpec("counters", COUNTERS_DTYPE.itemsize),
+            RegionSpec("percpu", g.ncpus * PERCPU_DTYPE.itemsize),
+            RegionSpec("control", CONTROL_DTYPE.itemsize),
+            RegionSpec("violations", g.violation_capacity * VIOLATION_DTYPE.itemsize),
+            RegionSpec("latency", g.latency_capacity * LATENCY_DTYPE.itemsize),
+        ]
+
+
+# kmalloc placement: (object kind, size of each, offset of the first in the region)
+_OBJECTS = (("task", TASK_SIZE, 0), ("mm_struct", MM_STRUCT_SIZE, 64 << 10), ("anon_vma", 64, 128 << 10),
+            ("address_space", 256, 192 << 10), ("kmem_cache", 256, 256 << 10), ("driver", 64, 320 << 10))
+
+
+@dataclass(frozen=True)
+class Objects:
+    """Emulated addresses of the kmalloc'd objects pages point to: a task per
+    CPU role (and the launcher's), and per allocator (each its own mm) an
+    mm_struct, an anon_vma, an address_space, a kmem_cache and a driver object."""
+
+    task: tuple[int, ...]
+    mm_struct: tuple[int, ...]
+    anon_vma: tuple[int, ...]
+    address_space: tuple[int, ...]
+    kmem_cache: tuple[int, ...]
+    driver: tuple[int, ...]
+
+    @classmethod
+    def at(cls, base: int, nmms: int) -> Objects:
+        counts = {"task": nmms + 3}
+        return cls(**{kind: tuple(base + first + i * size for i in range(counts.get(kind, nmms)))
+                      for kind, size, first in _OBJECTS})
+
+    @staticmethod
+    def size(nmms: int) -> int:
+        return _OBJECTS[-1][2] + _OBJECTS[-1][1] * nmms
+
+    def of_allocator(self, i: int) -> dict[str, int]:
+        return {"anon_vma": self.anon_vma[i], "address_space": self.address_space[i],
+                "kmem_cache": self.kmem_cache[i], "driver": self.driver[i], "mm_struct": self.mm_struct[i]}
+
+
+def log2_ceil(n: int) -> int:
+    return max(1, math.ceil(math.log2(max(2, n))))

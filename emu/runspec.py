@@ -1,0 +1,50 @@
+"""What a run is: its configuration, protocol, size, roles and their CPUs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .kconfig import Config
+
+DEFAULT_STATE = "/dev/shm/ksm-emu.state"
+
+
+@dataclass
+class RunSpec:
+    cfg: Config
+    protocol: str = "keyhole"
+    pages: int = 65536
+    duration: float = 10.0
+    allocators: int = 2
+    cpus: dict[str, int] = field(default_factory=dict)  # "ksmd", "reclaim", "allocator.N"
+    pages_to_scan: int = 100
+    sleep_ms: float = 20.0
+    seed: int = 1
+    state: str = DEFAULT_STATE
+    window_us: float = 0.0
+    ptl_hold_us: float = 20.0
+    progress: bool = True
+
+    def role_names(self) -> list[str]:
+        return ["ksmd", "reclaim"] + [f"allocator.{i}" for i in range(self.allocators)]
+
+    def roles(self) -> list[tuple[str, int]]:
+        """(name, cpu) per process."""
+        return [(n, self.cpus[n]) for n in self.role_names()]
+
+
+def assign_cpus(spec: RunSpec, requested: dict[str, int]) -> dict[str, int]:
+    """Default CPU ids 0, 1, 2... in role order; `requested` overrides some."""
+    names = spec.role_names()
+    taken = set(requested.values())
+    free = (c for c in range(spec.cfg.nr_cpus) if c not in taken)
+    out = {}
+    for n in names:
+        if n in requested:
+            out[n] = requested[n]
+        else:
+            try:
+                out[n] = next(free)
+            except StopIteration:
+                raise ValueError(f"NR_CPUS={spec.cfg.nr_cpus} is too few CPUs for {len(names)} roles") from None
+    return out
