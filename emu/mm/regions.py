@@ -91,9 +91,13 @@ class Geometry:
         ]
 
 
-# kmalloc placement: (object kind, size of each, offset of the first in the region)
-_OBJECTS = (("task", TASK_SIZE, 0), ("mm_struct", MM_STRUCT_SIZE, 64 << 10), ("anon_vma", 64, 128 << 10),
-            ("address_space", 256, 192 << 10), ("kmem_cache", 256, 256 << 10), ("driver", 64, 320 << 10))
+# kmalloc placement, in this order: (object kind, size of each)
+_OBJECTS = (("task", TASK_SIZE), ("mm_struct", MM_STRUCT_SIZE), ("anon_vma", 64), ("address_space", 256),
+            ("kmem_cache", 256), ("driver", 64))
+
+
+def _object_counts(nmms: int) -> dict[str, int]:
+    return {kind: nmms + 3 if kind == "task" else nmms for kind, _ in _OBJECTS}
 
 
 @dataclass(frozen=True)
@@ -111,13 +115,16 @@ class Objects:
 
     @classmethod
     def at(cls, base: int, nmms: int) -> Objects:
-        counts = {"task": nmms + 3}
-        return cls(**{kind: tuple(base + first + i * size for i in range(counts.get(kind, nmms)))
-                      for kind, size, first in _OBJECTS})
+        out, off = {}, 0
+        for kind, size in _OBJECTS:
+            n = _object_counts(nmms)[kind]
+            out[kind] = tuple(base + off + i * size for i in range(n))
+            off += n * size
+        return cls(**out)
 
     @staticmethod
     def size(nmms: int) -> int:
-        return _OBJECTS[-1][2] + _OBJECTS[-1][1] * nmms
+        return sum(size * _object_counts(nmms)[kind] for kind, size in _OBJECTS)
 
     def of_allocator(self, i: int) -> dict[str, int]:
         return {"anon_vma": self.anon_vma[i], "address_space": self.address_space[i],
