@@ -5,14 +5,13 @@
 holds its buffer export until `release()`, so the mapping cannot be closed
 underneath it.  Every offset is checked for bounds and natural alignment
 before a pointer is formed: a bad offset raises, it never crashes.  The GIL is
-released around each hardware operation and in every spin loop.
+released around each hardware operation and in the nogil loops.
 
-`SpinLockOps` is the kernel's spinlock over those bytes: the arch lock word
-(ticket or token), GENERIC_LOCKBREAK's break_lock and DEBUG_SPINLOCK's magic,
-owner_cpu and owner, at offsets the layout engine supplies.
+The kernel's operations built on these (spinlocks, page references) are
+Python over this accessor (emu.mm), so a controlled schedule sees each access.
 """
 
-from libc.stdint cimport uint64_t, int64_t, uint32_t
+from libc.stdint cimport uint64_t, int64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
 
@@ -21,9 +20,9 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
 
 from ksm_atomic cimport (
-    KO_ADD, KO_AND, KO_OR, KO_SPINLOCK_MAGIC, KO_XOR, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE,
+    KO_ADD, KO_AND, KO_OR, KO_XOR, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE,
     __ATOMIC_RELAXED, __ATOMIC_RELEASE, __ATOMIC_SEQ_CST, ko_cas, ko_fetch_op, ko_host_big, ko_load,
-    ko_mask, ko_relax, ko_store, ko_xchg,
+    ko_mask, ko_store, ko_xchg,
 )
 
 RELAXED = __ATOMIC_RELAXED
@@ -34,15 +33,6 @@ SEQ_CST = __ATOMIC_SEQ_CST
 _ORDERS = {RELAXED: "relaxed", ACQUIRE: "acquire", RELEASE: "release",
            ACQ_REL: "acq_rel", SEQ_CST: "seq_cst"}
 
-SPINLOCK_MAGIC = 0xdead4ead
-
-
-class SpinBug(RuntimeError):
-    """lib/spinlock_debug.c's spin_bug(): a debug check on a spinlock failed."""
-
-
-class SpinLockup(TimeoutError):
-    """A spin wait exceeded its budget (the kernel would print 'spinlock lockup')."""
 
 
 cdef inline int _check_order(int order, bint is_load, bint is_store) except -1:
@@ -328,242 +318,3 @@ cdef inline int _inc_not_zero(char *p, int sw) nogil:
             return 1
         c = seen
     return 0
-
-
-# --- spinlock_t -------------------------------------------------------------
-
-cdef enum LockKind:
-    LK_NONE = 0     # UP without DEBUG_SPINLOCK: an empty struct
-    LK_TOKEN = 1    # CAS free -> held value
-    LK_TICKET = 2   # take a ticket, wait until it is served
-
-
-cdef class SpinLockOps:
-    """spin_lock_init / spin_lock / spin_trylock / spin_unlock on a spinlock_t.
-
-    Built by emu.ptlock from the layout of the current config; every method
-    takes the byte offset of the spinlock_t (page->ptl) in the buffer.
-    """
-    cdef Atomics a
-    cdef int kind, lock_rel, lock_size, swap, word, align
-    cdef uint64_t free_val, token_base, tk_mask
-    cdef bint token_cpu
-    cdef int tk_shift
-    cdef int break_rel, magic_rel, owner_cpu_rel, owner_rel
-    cdef int dep_cpu_rel, dep_ip_rel
-    cdef bint lockbreak
-    cdef readonly int span  # bytes of the spinlock_t
-    cdef uint64_t dep_ip
-
-    def __init__(self, Atomics atomics, *, str kind, int word, int span, int lock_rel=0,
-                 int lock_size=0, uint64_t free_val=0, uint64_t token_base=0,
-                 bint token_cpu=False, int ticket_shift=0, int ticket_bits=0,
-                 int break_rel=-1, int magic_rel=-1, int owner_cpu_rel=-1, int owner_rel=-1,
-                 int dep_cpu_rel=-1, int dep_ip_rel=-1, uint64_t dep_ip=0, bint lockbreak=True):
-        kinds = {"none": LK_NONE, "token": LK_TOKEN, "ticket": LK_TICKET}
-        if kind not in kinds:
-            raise ValueError(f"lock kind must be one of {', '.join(kinds)}, not {kind!r}")
-        if word not in (4, 8):
-            raise ValueError(f"word size must be 4 or 8, not {word}")
-        self.a = atomics
-        self.kind = kinds[kind]
-        self.word, self.span, self.align = word, span, 1
-        self.lock_rel, self.lock_size = lock_rel, lock_size
-        self.swap = atomics.big != atomics.host_big
-        self.free_val, self.token_base, self.token_cpu = free_val, token_base, token_cpu
-        self.tk_shift = ticket_shift
-        self.tk_mask = ((<uint64_t>1 << ticket_bits) - 1) if ticket_bits else 0
-        self.break_rel, self.magic_rel = break_rel, magic_rel
-        self.owner_cpu_rel, self.owner_rel = owner_cpu_rel, owner_rel
-        self.dep_cpu_rel, self.dep_ip_rel, self.dep_ip = dep_cpu_rel, dep_ip_rel, dep_ip
-        # BUILD_LOCK_OPS writes break_lock only without DEBUG_LOCK_ALLOC
-        self.lockbreak = lockbreak and break_rel >= 0
-        if (magic_rel < 0) != (owner_cpu_rel < 0) or (magic_rel < 0) != (owner_rel < 0):
-            raise ValueError("magic, owner_cpu and owner come together (DEBUG_SPINLOCK)")
-        # Check the layout once: each field inside the lock and naturally
-        # aligned relative to it; then one bounds+alignment check per call.
-        fields = [(break_rel, 4), (magic_rel, 4), (owner_cpu_rel, 4), (owner_rel, word),
-                  (dep_cpu_rel, 4), (dep_ip_rel, word)]
-        if self.kind != LK_NONE:
-            if lock_size not in (1, 2, 4, 8):
-                raise ValueError(f"lock word size must be 1, 2, 4 or 8, not {lock_size}")
-            fields.append((lock_rel, lock_size))
-        for rel, sz in fields:
-            if rel < 0:
-                continue
-            if rel + sz > span or rel % sz:
-                raise ValueError(f"spinlock field at +{rel} ({sz} bytes) is outside the "
-                                 f"{span}-byte lock or misaligned")
-            self.align = max(self.align, sz)
-
-    cdef inline char *base(self, Py_ssize_t off) except NULL:
-        if not self.a.has_view:
-            raise ValueError("atomics released: the buffer is no longer bound")
-        if off < 0 or off > self.a.length - self.span:
-            raise IndexError(f"spinlock at {off} (+{self.span}) out of bounds of a "
-                             f"{self.a.length}-byte buffer")
-        if (<size_t>(self.a.base + off)) % self.align:
-            raise ValueError(f"spinlock offset {off} is not {self.align}-byte aligned")
-        return self.a.base + off
-
-    cdef inline uint64_t held_val(self, int cpu) nogil:
-        if self.token_cpu:  # ppc64 0x80000000 ^ cpu, s390x 0xffffffff ^ cpu
-            return self.token_base ^ <uint32_t>cpu
-        return self.token_base
-
-    def spin_lock_init(self, Py_ssize_t off, int cpu=0):
-        """spin_lock_init: the unlocked lock word, break_lock 0, debug fields, lockdep map."""
-        cdef char *p = self.base(off)
-        if self.kind != LK_NONE:
-            ko_store(p + self.lock_rel, self.lock_size, self.swap, self.free_val, __ATOMIC_RELEASE)
-        if self.break_rel >= 0:
-            ko_store(p + self.break_rel, 4, self.swap, 0, __ATOMIC_RELAXED)
-        if self.magic_rel >= 0:
-            ko_store(p + self.magic_rel, 4, self.swap, KO_SPINLOCK_MAGIC, __ATOMIC_RELAXED)
-            ko_store(p + self.owner_cpu_rel, 4, self.swap, ko_mask(4), __ATOMIC_RELAXED)
-            ko_store(p + self.owner_rel, self.word, self.swap, ko_mask(self.word), __ATOMIC_RELEASE)
-        if self.dep_cpu_rel >= 0:
-            ko_store(p + self.dep_cpu_rel, 4, self.swap, <uint32_t>cpu, __ATOMIC_RELAXED)
-
-    def spin_is_locked(self, Py_ssize_t off):
-        cdef char *p = self.base(off)
-        return bool(self._locked(p))
-
-    cdef inline int _locked(self, char *p) nogil:
-        cdef uint64_t v
-        if self.kind == LK_NONE:
-            return 0
-        v = ko_load(p + self.lock_rel, self.lock_size, self.swap, __ATOMIC_ACQUIRE)
-        if self.kind == LK_TICKET:
-            return (v & self.tk_mask) != ((v >> self.tk_shift) & self.tk_mask)
-        return v != self.free_val
-
-    cdef inline int _raw_trylock(self, char *p, int cpu) nogil:
-        cdef uint64_t v, nv
-        cdef char *lk = p + self.lock_rel
-        if self.kind == LK_NONE:
-            return 1
-        if self.kind == LK_TOKEN:
-            return ko_cas(lk, self.lock_size, self.swap, self.free_val, self.held_val(cpu),
-                          __ATOMIC_ACQUIRE) == self.free_val
-        v = ko_load(lk, self.lock_size, self.swap, __ATOMIC_RELAXED)
-        if (v & self.tk_mask) != ((v >> self.tk_shift) & self.tk_mask):
-            return 0
-        nv = self._next_ticket(v)
-        return ko_cas(lk, self.lock_size, self.swap, v, nv, __ATOMIC_ACQUIRE) == v
-
-    cdef inline uint64_t _next_ticket(self, uint64_t v) nogil:
-        # next += 1 within its own bits: the x86 xaddw / mips ll-sc semantics
-        cdef uint64_t nxt = ((v >> self.tk_shift) + 1) & self.tk_mask
-        return (v & ~(self.tk_mask << self.tk_shift)) | (nxt << self.tk_shift)
-
-    cdef int _raw_lock(self, char *p, int cpu, uint64_t max_spins) nogil:
-        """Take the raw lock; 0 on success, -1 when max_spins ran out."""
-        cdef uint64_t v, seen, ticket, spins = 0
-        cdef char *lk = p + self.lock_rel
-        cdef int sized = self.lock_size
-        if self.kind == LK_NONE:
-            return 0
-        if self.kind == LK_TOKEN:
-            while True:
-                if ko_load(lk, sized, self.swap, __ATOMIC_RELAXED) == self.free_val:
-                    if ko_cas(lk, sized, self.swap, self.free_val, self.held_val(cpu),
-                              __ATOMIC_ACQUIRE) == self.free_val:
-                        return 0
-                if self.lockbreak:
-                    # GENERIC_LOCKBREAK: a waiter on a held lock says so
-                    if ko_load(p + self.break_rel, 4, self.swap, __ATOMIC_RELAXED) == 0:
-                        ko_store(p + self.break_rel, 4, self.swap, 1, __ATOMIC_RELAXED)
-                spins += 1
-                if max_spins and spins >= max_spins:
-                    return -1
-                ko_relax(spins)
-        # ticket: take one, then wait to be served (not abandonable once taken)
-        v = ko_load(lk, sized, self.swap, __ATOMIC_RELAXED)
-        while True:
-            seen = ko_cas(lk, sized, self.swap, v, self._next_ticket(v), __ATOMIC_ACQUIRE)
-            if seen == v:
-                break
-            v = seen
-        ticket = (v >> self.tk_shift) & self.tk_mask
-        while (ko_load(lk, sized, self.swap, __ATOMIC_ACQUIRE) & self.tk_mask) != ticket:
-            spins += 1
-            ko_relax(spins)
-        return 0
-
-    cdef void _raw_unlock(self, char *p) nogil:
-        cdef uint64_t v, seen, nv
-        cdef char *lk = p + self.lock_rel
-        if self.kind == LK_NONE:
-            return
-        if self.kind == LK_TOKEN:
-            ko_store(lk, self.lock_size, self.swap, self.free_val, __ATOMIC_RELEASE)
-            return
-        v = ko_load(lk, self.lock_size, self.swap, __ATOMIC_RELAXED)
-        while True:  # now serving += 1 within its own bits (x86 incb/incw)
-            nv = (v & ~self.tk_mask) | ((v + 1) & self.tk_mask)
-            seen = ko_cas(lk, self.lock_size, self.swap, v, nv, __ATOMIC_RELEASE)
-            if seen == v:
-                return
-            v = seen
-
-    cdef void _after_acquire(self, char *p, int cpu, uint64_t task) nogil:
-        cdef int word = self.word
-        if self.lockbreak:  # the acquirer resets break_lock
-            ko_store(p + self.break_rel, 4, self.swap, 0, __ATOMIC_RELAXED)
-        if self.magic_rel >= 0:  # debug_spin_lock_after
-            ko_store(p + self.owner_cpu_rel, 4, self.swap, <uint32_t>cpu, __ATOMIC_RELAXED)
-            ko_store(p + self.owner_rel, word, self.swap, task, __ATOMIC_RELAXED)
-        if self.dep_cpu_rel >= 0:  # LOCK_STAT lock_acquired: cpu and ip
-            ko_store(p + self.dep_cpu_rel, 4, self.swap, <uint32_t>cpu, __ATOMIC_RELAXED)
-            ko_store(p + self.dep_ip_rel, word, self.swap, self.dep_ip, __ATOMIC_RELAXED)
-
-    cdef int _debug_before(self, char *p, int cpu, uint64_t task) except -1:
-        cdef int word = self.word
-        if self.magic_rel < 0:
-            return 0
-        if ko_load(p + self.magic_rel, 4, self.swap, __ATOMIC_RELAXED) != KO_SPINLOCK_MAGIC:
-            raise SpinBug(f"BUG: spinlock bad magic on CPU#{cpu}")
-        if ko_load(p + self.owner_rel, word, self.swap, __ATOMIC_RELAXED) == task:
-            raise SpinBug(f"BUG: spinlock recursion on CPU#{cpu}")
-        if ko_load(p + self.owner_cpu_rel, 4, self.swap, __ATOMIC_RELAXED) == <uint32_t>cpu:
-            raise SpinBug(f"BUG: spinlock cpu recursion on CPU#{cpu}")
-        return 0
-
-    def spin_lock(self, Py_ssize_t off, int cpu, uint64_t task, uint64_t max_spins=0):
-        """Spin until the lock is ours; raise SpinLockup after max_spins (0: no limit)."""
-        cdef char *p = self.base(off)
-        cdef int r
-        self._debug_before(p, cpu, task)
-        with nogil:
-            r = self._raw_lock(p, cpu, max_spins)
-            if r == 0:
-                self._after_acquire(p, cpu, task)
-        if r:
-            raise SpinLockup(f"BUG: spinlock lockup on CPU#{cpu} after {max_spins} spins")
-
-    def spin_trylock(self, Py_ssize_t off, int cpu, uint64_t task):
-        cdef char *p = self.base(off)
-        cdef int ok
-        with nogil:
-            ok = self._raw_trylock(p, cpu)
-            if ok:
-                self._after_acquire(p, cpu, task)
-        return bool(ok)
-
-    def spin_unlock(self, Py_ssize_t off, int cpu, uint64_t task):
-        cdef char *p = self.base(off)
-        cdef int word = self.word
-        if self.magic_rel >= 0:  # debug_spin_unlock's checks, then reset the owner
-            if ko_load(p + self.magic_rel, 4, self.swap, __ATOMIC_RELAXED) != KO_SPINLOCK_MAGIC:
-                raise SpinBug(f"BUG: spinlock bad magic on CPU#{cpu}")
-            if not self._locked(p):
-                raise SpinBug(f"BUG: spinlock already unlocked on CPU#{cpu}")
-            if ko_load(p + self.owner_rel, word, self.swap, __ATOMIC_RELAXED) != task:
-                raise SpinBug(f"BUG: spinlock wrong owner on CPU#{cpu}")
-            if ko_load(p + self.owner_cpu_rel, 4, self.swap, __ATOMIC_RELAXED) != <uint32_t>cpu:
-                raise SpinBug(f"BUG: spinlock wrong CPU on CPU#{cpu}")
-            ko_store(p + self.owner_rel, word, self.swap, ko_mask(word), __ATOMIC_RELAXED)
-            ko_store(p + self.owner_cpu_rel, 4, self.swap, ko_mask(4), __ATOMIC_RELAXED)
-        with nogil:
-            self._raw_unlock(p)

@@ -14,7 +14,6 @@
 #define KSM_ATOMIC_H
 
 #include <stdint.h>
-#include <sched.h>
 
 static inline uint64_t ko_bswap(uint64_t v, int size)
 {
@@ -99,8 +98,6 @@ static inline uint64_t ko_cas(char *p, int size, int swap, uint64_t expected,
 
 enum { KO_ADD, KO_AND, KO_OR, KO_XOR };
 
-#define KO_SPINLOCK_MAGIC 0xdead4eadu  /* include/linux/spinlock_types.h */
-
 static inline uint64_t ko_fetch_op(char *p, int size, int swap, int op, uint64_t v, int order)
 {
     uint64_t r = 0;
@@ -120,16 +117,6 @@ static inline uint64_t ko_fetch_op(char *p, int size, int swap, int op, uint64_t
     default:     KO_BY_SIZE(size, KO_BY_ORDER(r = __atomic_fetch_xor((T *)p, (T)v, O), order)); break;
     }
     return swap ? ko_bswap(r, size) : r;
-}
-
-/* A spin-wait step: cheap pause, and give the CPU away now and then, since
- * the emulated CPUs outnumber the real ones and the holder may be preempted. */
-static inline void ko_relax(uint64_t spins)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-    if ((spins & 63) == 63) sched_yield();
 }
 
 #endif

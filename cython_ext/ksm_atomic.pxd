@@ -9,10 +9,8 @@ cdef extern from "ksm_atomic.h" nogil:
     uint64_t ko_xchg(char *p, int size, int swap, uint64_t v, int order)
     uint64_t ko_cas(char *p, int size, int swap, uint64_t expected, uint64_t desired, int order)
     uint64_t ko_fetch_op(char *p, int size, int swap, int op, uint64_t v, int order)
-    void ko_relax(uint64_t spins)
     int ko_host_big()
     enum:
-        KO_SPINLOCK_MAGIC
         KO_ADD
         KO_AND
         KO_OR
