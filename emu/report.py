@@ -7,7 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 from .check.shadow import KSM, PAGETABLE, STATE_NAMES, W_PTL, WRITER_NAMES
-from .check.violations import V_CHANGED_WHILE_REF, V_FALSE_OPEN, VIOLATION_DTYPE, VIOLATION_NAMES
+from .check.violations import (
+    V_CHANGED_WHILE_REF,
+    V_FALSE_OPEN,
+    V_KEY_FORGED,
+    VIOLATION_DTYPE,
+    VIOLATION_NAMES,
+)
 from .machine import Machine
 from .mm.context import ROLE_NAMES
 from .mm.regions import COUNTERS, LATENCY_DTYPE
@@ -60,7 +66,7 @@ def decode_violation(m: Machine, rec: np.void) -> dict:
         "union_members": mapping_members(m, mapping) if writer == W_PTL and m.page_layout.has("ptl") else [],
         "role": ROLE_NAMES[int(rec["role"])], "cpu": int(rec["cpu"]),
     }
-    if kind in (V_FALSE_OPEN, V_CHANGED_WHILE_REF):
+    if kind in (V_FALSE_OPEN, V_CHANGED_WHILE_REF, V_KEY_FORGED):
         out["page_really_is"] = STATE_NAMES[detail] if detail < len(STATE_NAMES) else str(detail)
     elif detail:
         out["detail"] = detail

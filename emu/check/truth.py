@@ -22,6 +22,7 @@ from .violations import (
     V_COUNT_NEGATIVE,
     V_DOUBLE_ALLOC,
     V_FALSE_OPEN,
+    V_KEY_FORGED,
     V_NODE_FREED_WITH_KEY,
     VIOLATION_DTYPE,
     VIOLATION_NAMES,
@@ -137,8 +138,10 @@ class Truth:
             # happened and whose mapping free_hot_cold_page is about to clear; no
             # reference can be taken at 0, so the key is dead
             mm.count("nodes_freed_mid_free")
-        else:  # alive with a dangling key, or already free with it
+        elif state in (KSM, FREE):  # alive with a dangling key, or already free with it
             self.violation(V_NODE_FREED_WITH_KEY, kpfn, node, key, detail=count & 0xFFFFFFFF)
+        else:  # another user of the page (a page table's lock) put the key there
+            self.violation(V_KEY_FORGED, kpfn, node, key, detail=state)
 
     def page_bad(self, pfn: int, bad: int) -> None:
         """free_pages_check found `bad` (BAD_* bits)."""
