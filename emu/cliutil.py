@@ -32,10 +32,11 @@ def number(text: str) -> int:
 
 
 def add_config_args(p: argparse.ArgumentParser, kernel_default: str | None = "2.6.33",
-                    kernel_help: str | None = None) -> None:
+                    kernel_help: str | None = None, arch_default: str | None = "x86_64",
+                    arch_help: str | None = None) -> None:
     g = p.add_argument_group("kernel configuration")
-    g.add_argument("--arch", default="x86_64", choices=list(ARCHES), metavar="ARCH",
-                   help=f"architecture preset: {', '.join(ARCHES)} (default: x86_64)")
+    g.add_argument("--arch", default=arch_default, choices=list(ARCHES), metavar="ARCH",
+                   help=f"architecture preset: {', '.join(ARCHES)} (default: {arch_help or arch_default})")
     g.add_argument("--kernel", default=kernel_default, choices=list(KERNELS),
                    help=f"Kconfig rules of {' or '.join(KERNELS)} "
                         f"(default: {kernel_help or kernel_default or 'both'})")
@@ -61,7 +62,7 @@ def _option(name: str) -> str:
 def config_from_args(args: argparse.Namespace, kernel: str | None = None) -> Config:
     try:
         return resolve(
-            args.arch, kernel or args.kernel,
+            args.arch or "x86_64", kernel or args.kernel,
             enable=[_option(o) for o in args.enable], disable=[_option(o) for o in args.disable],
             nr_cpus=args.nr_cpus, split_ptlock_cpus=args.split_ptlock_cpus,
             page_offset=args.page_offset, mem_map=args.mem_map,

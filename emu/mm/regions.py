@@ -73,9 +73,11 @@ class Geometry:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def regions(self, cfg: Config) -> list[RegionSpec]:
+    def regions(self, cfg: Config, bases: dict[str, int] | None = None) -> list[RegionSpec]:
+        """The regions to create; `bases` places some at chosen emulated addresses
+        (the rest go to the next free direct-map range)."""
         k, g, word = kernel_for(cfg), self, cfg.word_bytes
-        return [
+        specs = [
             RegionSpec("stable_nodes", g.node_capacity * k.stable_node.size),
             RegionSpec("rmap_items", g.nslots * k.rmap_item.size),
             RegionSpec("kmalloc", Objects.size(g.nmms)),
@@ -89,6 +91,8 @@ class Geometry:
             RegionSpec("violations", g.violation_capacity * VIOLATION_DTYPE.itemsize),
             RegionSpec("latency", g.latency_capacity * LATENCY_DTYPE.itemsize),
         ]
+        bases = bases or {}
+        return [RegionSpec(r.name, r.size, bases.get(r.name)) for r in specs]
 
 
 # kmalloc placement, in this order: (object kind, size of each)
