@@ -1,0 +1,368 @@
+"""Explore a scenario's interleavings and replay a counterexample: the Python API.
+
+A `Scenario` is a small workload: a setup that runs on the boot CPU before
+any schedule (faults pages in, merges them, ...), and per role a finite script
+of kernel calls; each role runs on its own emulated CPU. `explore` runs the
+scripts under a strategy, every execution from the same snapshot, and checks
+each execution: the truth keeper's violations, the scenario's own end-state
+check, deadlocks, and exceptions. It returns a `Result` with `holds`,
+`schedules_explored`, `complete` and the first `counterexample`, whose
+`.schedule` is a replay string and whose `.replay()` re-runs it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..check.truth import REPORT
+from ..hazard import analyse
+from ..kconfig import Config, resolve
+from ..machfile import RegionSpec
+from ..mm.boot import World, boot
+from ..mm.context import MM
+from ..mm.protocol import PROTOCOLS
+from ..mm.regions import PTRS_PER_GROUP, Geometry
+from ..report import decode_violation, mapping_members, violation_records
+from . import timeline as tl
+from .sched import Proc, Runner, Strategy
+from .schedule import Schedule
+from .strategies import Replay, make
+
+
+@dataclass
+class Env:
+    """What a scenario's scripts and checks see: the world and the setup's data
+    (a fresh copy for every execution, so scripts may change it)."""
+
+    world: World
+    data: dict
+    cpus: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    roles: tuple[tuple[str, Callable[[MM, Env], None]], ...]
+    summary: str = ""
+    setup: Callable[[World], dict] | None = None
+    check: Callable[[Env], str | None] | None = None
+    observe: Callable[[Env], Hashable] | None = None
+    pages: int = 48
+    extra: tuple[RegionSpec, ...] = ()
+
+    def __init__(self, name: str, roles: Mapping[str, Callable] | Iterable[tuple[str, Callable]], *,
+                 summary: str = "", setup: Callable | None = None, check: Callable | None = None,
+                 observe: Callable | None = None, pages: int = 48, extra: Iterable[RegionSpec] = ()) -> None:
+        items = tuple(roles.items() if isinstance(roles, Mapping) else roles)
+        if not items:
+            raise ValueError("a scenario needs at least one role")
+        for attr, value in (("name", name), ("roles", items), ("summary", summary), ("setup", setup),
+                            ("check", check), ("observe", observe), ("pages", pages), ("extra", tuple(extra))):
+            object.__setattr__(self, attr, value)
+
+    @property
+    def role_names(self) -> list[str]:
+        return [r for r, _ in self.roles]
+
+
+@dataclass
+class Counterexample:
+    """The first failing execution: what went wrong and how to get there again."""
+
+    schedule: str  # the replay string
+    findings: list[dict]
+    timeline: list[dict]
+    steps: int
+    preemptions: int
+    minimized_from: dict | None = None  # steps and preemptions before --minimize
+    _session_args: tuple = field(default=(), repr=False)
+
+    def replay(self) -> Replayed:
+        """Run the schedule again; the same timeline and findings every time."""
+        scenario, cfg, protocol, cpus, choices = self._session_args
+        return _replay(scenario, cfg, protocol, cpus, choices)
+
+    def as_dict(self) -> dict:
+        return {"schedule": self.schedule, "steps": self.steps, "preemptions": self.preemptions,
+                "minimized_from": self.minimized_from, "findings": self.findings, "timeline": self.timeline}
+
+
+@dataclass
+class Replayed:
+    schedule: str
+    findings: list[dict]
+    timeline: list[dict]
+
+
+@dataclass
+class Result:
+    scenario: str
+    protocol: str
+    config: Config
+    strategy: str
+    holds: bool
+    schedules_explored: int
+    complete: bool
+    elapsed_s: float
+    steps: int
+    blocked: int  # executions cut short as redundant (every enabled CPU asleep)
+    counterexample: Counterexample | None
+    outcomes: Counter
+    counterexamples: list[Counterexample] = field(default_factory=list)  # with keep_going: one per new kind
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+# -- the world a scenario runs on ------------------------------------------------------------
+def stable_node_base(cfg: Config) -> int | None:
+    """Where the stable_node kmem_cache goes: if some lock state can put a key
+    into mapping (emu.hazard), at the first node such a key names inside the
+    direct map, so a scenario can reach it; else (None) where boot puts it."""
+    if cfg["USE_SPLIT_PTLOCKS"]:
+        inside = [c for c in analyse(cfg).candidates if c.in_direct_map]
+        if inside:
+            return inside[0].node
+    return None
+
+
+class Session:
+    """A booted world for one scenario and config, with its snapshot."""
+
+    def __init__(self, scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int],
+                 state: str | os.PathLike | None = None) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        self.scenario, self.cfg, self.protocol, self.cpus = scenario, cfg, protocol, cpus
+        self._tmp = None
+        mine = state is None  # a temporary file of ours: replace freely; never the user's
+        if state is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ksm-explore-",
+                                                    dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            state = Path(self._tmp.name) / "explore.state"
+        ncpus = max([cfg.nr_cpus, *(c + 1 for c in cpus.values())])
+        nmms = max(2, len(scenario.roles))
+        geo = Geometry(nr_pages=scenario.pages, nslots=2 * PTRS_PER_GROUP, ngroups=2, node_capacity=16,
+                       contents=16, nmms=nmms, violation_capacity=64, latency_capacity=64, ncpus=ncpus)
+        base = stable_node_base(cfg)
+        self.world = boot(state, cfg, scenario.pages, protocol=protocol, nmms=nmms, geo=geo,
+                          extra=scenario.extra, bases={"stable_nodes": base} if base is not None else None,
+                          meta={"scenario": scenario.name, "cpus": cpus}, overwrite=mine)
+        # the setup builds its state as a correct kernel would; a broken variant
+        # applies to the explored roles only
+        tested = self.world.protocol
+        self.world.protocol = tested if not tested.broken else PROTOCOLS["keyhole"]
+        try:
+            self.data = scenario.setup(self.world) if scenario.setup else {}
+        finally:
+            self.world.protocol = tested
+        found = self._violations()
+        if found:
+            raise RuntimeError(f"scenario {scenario.name}: its setup broke an invariant: {found[0]}")
+        procs = [Proc(name, cpus[name], self.world.objects.task[i], fn)
+                 for i, (name, fn) in enumerate(scenario.roles)]
+        self.runner = Runner(self.world, procs)
+
+    def run(self, strategy: Strategy, record: bool = False) -> tuple[str | None, Env]:
+        env = Env(self.world, copy.deepcopy(self.data), dict(self.cpus))
+        return self.runner.execute(strategy, env, policy=REPORT, record=record), env
+
+    def findings(self, outcome: str | None, env: Env) -> list[dict]:
+        out = self._violations()
+        if outcome is not None:
+            out.append({"kind": outcome.split(":")[0], "detail": outcome})
+        if self.scenario.check is not None:
+            problem = self.scenario.check(env)
+            if problem:
+                out.append({"kind": "invariant", "detail": problem})
+        return out
+
+    def _violations(self) -> list[dict]:
+        w = self.world
+        out = []
+        for r in violation_records(w):
+            v = decode_violation(w.machine, r)
+            v["step"] = int(r["t_ns"]) - 1  # the virtual clock: the step it was found in
+            v["expected"] = v["expected_key"]
+            v["members_on_mapping"] = v["union_members"] or mapping_members(w.machine, int(v["mapping"], 16))
+            out.append(v)
+        return out
+
+    def schedule(self, choices: Iterable[int]) -> str:
+        return Schedule(self.scenario.name, self.protocol, self.cfg, self.cpus, tuple(choices)).encode()
+
+    def close(self) -> None:
+        self.world.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _cpus(scenario: Scenario, cfg: Config, cpus: Mapping[str, int] | None) -> dict[str, int]:
+    """Role -> emulated CPU: 0, 1, 2... in role order, `cpus` overriding some."""
+    cpus = dict(cpus or {})
+    for role, cpu in cpus.items():
+        if role not in scenario.role_names:
+            raise ValueError(f"unknown role {role!r}; scenario {scenario.name} has {', '.join(scenario.role_names)}")
+        if not 0 <= cpu < cfg.nr_cpus:
+            raise ValueError(f"CPU {cpu} for {role}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")
+    taken = set(cpus.values())
+    free = (c for c in range(cfg.nr_cpus) if c not in taken)
+    out = {}
+    for role in scenario.role_names:
+        out[role] = cpus[role] if role in cpus else next(free, 0)  # a UP kernel: all on CPU 0
+    return out
+
+
+# -- exploring ----------------------------------------------------------------------------------
+def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "keyhole", strategy: str = "dpor",
+            schedules: int | None = None, seed: int = 0, depth: int = 3, preemption_bound: int | None = None,
+            cpus: Mapping[str, int] | None = None, minimize: bool = False, keep_going: bool = False,
+            time_limit: float | None = None, state: str | os.PathLike | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Result:
+    """Run the scenario's interleavings under `strategy` (dpor, dfs, pct, random)
+    until a violation (with `keep_going`, on: the first of each kind is kept),
+    the end of the space (`complete`), `schedules` executions or `time_limit`
+    seconds. A failing execution becomes a counterexample, replayed once to
+    record its timeline; with `state`, the machine file is kept, holding the
+    final state of the last replay."""
+    cfg = cfg or resolve()
+    cpu_map = _cpus(scenario, cfg, cpus)
+    nprocs = len(scenario.roles)
+    strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
+    session = Session(scenario, cfg, protocol, cpu_map, state)
+    explored = blocked = steps = 0
+    outcomes: Counter = Counter()
+    found: list[tuple] = []  # (choices, findings), the first execution of each new kind
+    kinds: set[str] = set()
+    t0 = time.perf_counter()
+    try:
+        while strat.begin():
+            outcome, env = session.run(strat)
+            n = len(session.runner.choices)
+            steps += n
+            if outcome == "blocked":
+                blocked += 1
+            else:
+                explored += 1
+                findings = session.findings(outcome, env)
+                if scenario.observe is not None:
+                    outcomes[scenario.observe(env)] += 1
+                new = {f["kind"] for f in findings} - kinds
+                if new:
+                    kinds |= new
+                    found.append((tuple(session.runner.choices), findings))
+                    if not keep_going:
+                        break
+            strat.end(n)
+            if progress is not None:
+                progress(explored, steps)
+            if schedules is not None and explored >= schedules:
+                break
+            if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                break
+        elapsed = time.perf_counter() - t0
+        finished = bool(getattr(strat, "finished", False))
+        complete = finished and (keep_going or not found)
+        cxs = [_counterexample(session, c, f, minimize) for c, f in found]
+    finally:
+        session.close()
+    return Result(scenario.name, protocol, cfg, strategy, not found, explored, complete, elapsed,
+                  steps, blocked, cxs[0] if cxs else None, outcomes, cxs)
+
+
+def _counterexample(session: Session, choices: tuple[int, ...], findings: list[dict],
+                    minimize: bool) -> Counterexample:
+    before = None
+    if minimize:
+        kinds = {f["kind"] for f in findings}
+        shorter = _minimize(session, choices, kinds)
+        if shorter is not None and shorter != choices:
+            before = {"steps": len(choices), "preemptions": _preemptions(session, choices)}
+            choices = shorter
+    outcome, env = session.run(Replay(list(choices)), record=True)
+    findings = session.findings(outcome, env)
+    timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
+    return Counterexample(session.schedule(choices), findings, timeline, len(choices),
+                          _preemptions(session, choices), before,
+                          (session.scenario, session.cfg, session.protocol, session.cpus, choices))
+
+
+class _Logged(Replay):
+    """Replay that notes, per step, whether the choice preempted a CPU that could go on."""
+
+    def __init__(self, choices: list[int]) -> None:
+        super().__init__(choices)
+        self.preempted = 0
+
+    def choose(self, i: int, enabled: list[int], current: int | None) -> int | None:
+        q = super().choose(i, enabled, current)
+        if current is not None and current in enabled and q != current:
+            self.preempted += 1
+        return q
+
+
+def _preemptions(session: Session, choices: tuple[int, ...]) -> int:
+    s = _Logged(list(choices))
+    session.run(s)
+    return s.preempted
+
+
+class _PrefixThenRun(Strategy):
+    """The given choices, then no preemption: the running CPU goes on while it can."""
+
+    def __init__(self, prefix: tuple[int, ...]) -> None:
+        self.prefix = prefix
+
+    def choose(self, i: int, enabled: list[int], current: int | None) -> int | None:
+        if i < len(self.prefix):
+            q = self.prefix[i]
+            return q if q in enabled else None
+        return current if current in enabled else enabled[0]
+
+
+def _minimize(session: Session, choices: tuple[int, ...], kinds: set[str]) -> tuple[int, ...] | None:
+    """The shortest prefix of the schedule after which running without
+    preemption still fails the same way: its preemptions all lie in that prefix."""
+    for k in range(len(choices) + 1):
+        outcome, env = session.run(_PrefixThenRun(choices[:k]))
+        if outcome == "blocked":
+            continue
+        if kinds & {f["kind"] for f in session.findings(outcome, env)}:
+            return tuple(session.runner.choices)
+    return None
+
+
+# -- replaying ----------------------------------------------------------------------------------
+def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int], choices: tuple[int, ...],
+            state: str | os.PathLike | None = None) -> Replayed:
+    session = Session(scenario, cfg, protocol, cpus, state)
+    try:
+        outcome, env = session.run(Replay(list(choices)), record=True)
+        findings = session.findings(outcome, env)
+        timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
+        return Replayed(session.schedule(choices), findings, timeline)
+    finally:
+        session.close()
+
+
+def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
+           state: str | os.PathLike | None = None) -> Replayed:
+    """Re-run a replay string (of a built-in scenario, or of one in `scenarios`)."""
+    from . import scenarios as builtin
+    from .schedule import decode
+
+    known = {**builtin.SCENARIOS, **(scenarios or {})}
+    s = decode(text, {name: sc.role_names for name, sc in known.items()})
+    if s.protocol not in PROTOCOLS:
+        from .schedule import ScheduleError
+
+        raise ScheduleError(f"unknown protocol {s.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state)

@@ -1,0 +1,217 @@
+"""ksm-emu explore and ksm-emu replay: argument parsing and the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..cliutil import UserError, add_config_args, config_from_args, number, print_json
+from ..kconfig import ARCHES, KERNELS, ConfigError, resolve
+from ..machfile import MachineError
+from ..mm.protocol import PROTOCOLS
+from .dpor import Nondeterminism
+from .schedule import ScheduleError
+from .strategies import STRATEGIES
+
+
+def _cpu_arg(text: str) -> tuple[str, int]:
+    role, sep, cpu = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: want ROLE=ID, e.g. allocator=3")
+    try:
+        return role.strip(), int(cpu, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: {cpu!r} is not a CPU number") from None
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from .scenarios import SCENARIOS
+
+    e = sub.add_parser("explore", help="explore a scenario's interleavings on purpose (DPOR by default)",
+                       description="Run a small scenario's roles under a controlled schedule: every access "
+                                   "to the emulated kernel bytes is a scheduling point. Exit 0: no violation "
+                                   "(complete: in no interleaving), 1: a violation (its timeline and replay "
+                                   "string are printed), 2: a mistake in the input.")
+    add_config_args(e, arch_default=None, arch_help="x86_64; with --all, every arch")
+    g = e.add_argument_group("exploration")
+    g.add_argument("--scenario", default="stale-node", choices=list(SCENARIOS), metavar="NAME",
+                   help=f"{', '.join(SCENARIOS)} (default stale-node; --list-scenarios says what each does)")
+    g.add_argument("--protocol", default="keyhole", choices=list(PROTOCOLS),
+                   help="keyhole (2.6.33), refcount, or a broken variant (default keyhole)")
+    g.add_argument("--strategy", default="dpor", choices=STRATEGIES,
+                   help="dpor (default: one schedule per equivalence class, complete), dfs (every "
+                        "interleaving; --preemption-bound K), pct (--depth D, --seed S), random (--seed S)")
+    g.add_argument("--preemption-bound", type=number, metavar="K", help="dfs: at most K preemptions")
+    g.add_argument("--depth", type=number, metavar="D", help="pct: the bug depth it aims at (default 3)")
+    g.add_argument("--seed", type=number, metavar="S", help="pct, random: the random seed (default 0)")
+    g.add_argument("--schedules", type=number, metavar="N", help="stop after N schedules (default: no limit)")
+    g.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop after this long (default: none)")
+    g.add_argument("--cpu", type=_cpu_arg, action="append", default=[], metavar="ROLE=ID",
+                   help="emulated CPU of a role (default 0, 1, 2 in the scenario's order)")
+    g.add_argument("--minimize", action="store_true", help="shorten the counterexample: fewer preemptions")
+    g.add_argument("--keep-going", action="store_true",
+                   help="go on after a violation: the first counterexample of each kind of finding")
+    g.add_argument("--state", metavar="FILE",
+                   help="keep the machine file: the final state of the counterexample's replay")
+    g.add_argument("--all", action="store_true",
+                   help="pagetable-reuse on every row of `ksm-layout hazard --all` (same flags): the "
+                        "static and dynamic verdicts side by side; exit 1 on a disagreement")
+    g.add_argument("--max-mem", type=number, metavar="BYTES", help="with --all: the direct map's size, as hazard")
+    e.add_argument("--list-scenarios", action="store_true", help="print the scenarios, one line each, and exit")
+    e.add_argument("--json", action="store_true", help="one JSON object")
+    e.set_defaults(func=cmd_explore)
+
+    r = sub.add_parser("replay", help="re-run a counterexample's schedule exactly",
+                       description="Re-execute a schedule printed by explore (the string, or its --json "
+                                   "output file): the same timeline and findings every time. Exit 0 when "
+                                   "it holds, 1 on a violation, 2 on a bad string.")
+    r.add_argument("schedule", metavar="STRING|FILE.json")
+    r.add_argument("--state", metavar="FILE", help="keep the machine file with the replay's final state")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_replay)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    s = args.strategy
+    if args.preemption_bound is not None and s != "dfs":
+        raise UserError("--preemption-bound goes with --strategy dfs")
+    if args.depth is not None and s != "pct":
+        raise UserError("--depth goes with --strategy pct")
+    if args.seed is not None and s not in ("pct", "random"):
+        raise UserError(f"--seed goes with --strategy pct or random; {s} is deterministic")
+    for flag, value in (("--preemption-bound", args.preemption_bound), ("--schedules", args.schedules)):
+        if value is not None and value < (0 if flag == "--preemption-bound" else 1):
+            raise UserError(f"{flag} {value}: want a {'non-negative' if flag[2] == 'p' else 'positive'} number")
+    if args.depth is not None and not 1 <= args.depth <= 10:
+        raise UserError(f"--depth {args.depth}: want 1..10")
+    if args.time_limit is not None and not 0 < args.time_limit < 1e7:
+        raise UserError(f"--time-limit {args.time_limit}: want a positive number of seconds")
+    if args.max_mem is not None and (not args.all or args.max_mem < 1):
+        raise UserError("--max-mem goes with --all and wants a positive number of bytes")
+    if args.all and (args.scenario != "pagetable-reuse" or args.state or args.minimize or args.keep_going):
+        raise UserError("--all runs --scenario pagetable-reuse over the hazard matrix; "
+                        "it takes none of --state, --minimize, --keep-going")
+
+
+def _cpus(args: argparse.Namespace, roles: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for role, cpu in args.cpu:
+        if role not in roles:
+            raise UserError(f"--cpu: unknown role {role!r}; this scenario has {', '.join(roles)}")
+        if role in out:
+            raise UserError(f"--cpu {role} given twice")
+        out[role] = cpu
+    return out
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+
+    def show(done: int, steps: int) -> None:
+        if done % 50 == 0:
+            sys.stderr.write(f"\r  {done} schedules, {steps} steps ")
+            sys.stderr.flush()
+
+    return show
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from . import render
+    from .api import explore
+    from .scenarios import SCENARIOS
+
+    if args.list_scenarios:
+        for name, sc in SCENARIOS.items():
+            print(f"{name:16} {sc.summary}")
+        return 0
+    _check_flags(args)
+    scenario = SCENARIOS[args.scenario]
+    cpus = _cpus(args, scenario.role_names)
+    if args.all:
+        return _explore_all(args, cpus)
+    cfg = config_from_args(args)
+    for role, cpu in cpus.items():
+        if not 0 <= cpu < cfg.nr_cpus:
+            raise UserError(f"--cpu {role}={cpu}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")
+    try:
+        r = explore(scenario, cfg, protocol=args.protocol, strategy=args.strategy, schedules=args.schedules,
+                    seed=args.seed or 0, depth=args.depth or 3, preemption_bound=args.preemption_bound, cpus=cpus,
+                    minimize=args.minimize, keep_going=args.keep_going, time_limit=args.time_limit,
+                    state=args.state,
+                    progress=_progress(sys.stderr.isatty() and not args.json))
+    except MachineError as e:
+        raise UserError(str(e)) from None
+    if sys.stderr.isatty() and not args.json:
+        sys.stderr.write("\r\033[K")
+    if args.json:
+        print_json(render.result_json(r))
+    else:
+        print(render.result_text(r))
+    return 0 if r.holds else 1
+
+
+def _explore_all(args: argparse.Namespace, cpus: dict[str, int]) -> int:
+    from ..layout_cli import MATRIX_COMBOS
+    from . import render
+    from .agree import check_rows
+
+    config_from_args(args, kernel=args.kernel or KERNELS[-1])  # a typo is an error, not n/a cells
+    rows: list = []
+    for kernel in [args.kernel] if args.kernel else list(KERNELS):
+        for label, en, dis, extra in MATRIX_COMBOS:
+            for arch in [args.arch] if args.arch else list(ARCHES):
+                kw = dict(extra)
+                for key in ("nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"):
+                    if getattr(args, key) is not None:
+                        kw[key] = getattr(args, key)
+                try:
+                    rows.append((label, resolve(arch, kernel, enable=[*en, *args.enable],
+                                                disable=[*dis, *args.disable], **kw)))
+                except ConfigError as e:
+                    if "does not fit" in str(e) or "NR_CPUS" in str(e):
+                        rows.append((label, f"{arch}|{kernel}|{e}"))
+    out = check_rows(rows, args.max_mem, cpus.get("allocator"),
+                     progress=(lambda i, n: sys.stderr.write(f"\r  {i}/{n} rows ")) if sys.stderr.isatty() and
+                     not args.json else None)
+    if sys.stderr.isatty() and not args.json:
+        sys.stderr.write("\r\033[K")
+    bad = [r for r in out if r["agree"] == "NO"]
+    if args.json:
+        print_json({"rows": out, "disagreements": len(bad)})
+    else:
+        print(render.agreement_text(out))
+        applicable = [r for r in out if r["agree"] != "n/a"]
+        print(f"\n{len(applicable)} rows, {len(out) - len(applicable)} not applicable; "
+              + (f"{len(bad)} DISAGREE: " + "; ".join(f"{r['kernel']} {r['options']} {r['arch']}" for r in bad)
+                 if bad else "static and dynamic agree on every row"))
+    return 1 if bad else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from . import render
+    from .api import replay
+
+    text = args.schedule
+    if not text.startswith("ksmx"):
+        try:
+            with open(text) as f:
+                d = json.load(f)
+            text = d.get("replay") or d["violations"][0]["schedule"]
+            if not isinstance(text, str):
+                raise TypeError
+        except FileNotFoundError:
+            raise UserError(f"{args.schedule}: no such file, and not a replay string (ksmx1:...)") from None
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise UserError(f"{args.schedule}: not a replay string nor explore --json output with a violation") \
+                from None
+    try:
+        r = replay(text, state=args.state)
+    except (ScheduleError, Nondeterminism, MachineError) as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print_json(render.replayed_json(r))
+    else:
+        print(render.replayed_text(r))
+    return 1 if r.findings else 0

@@ -1,0 +1,82 @@
+"""explore's and replay's answers as text and JSON."""
+
+from __future__ import annotations
+
+from .api import Replayed, Result
+from .timeline import render as render_timeline
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def finding_line(f: dict) -> str:
+    if "pfn" not in f:
+        return f"{f['kind']}: {f.get('detail', '')}"
+    extra = f", page really is {f['page_really_is']}" if f.get("page_really_is") else ""
+    members = f" ({', '.join(f['members_on_mapping'])})" if f.get("members_on_mapping") else ""
+    return (f"{f['kind']}: pfn {f['pfn']}, stable_node {f['stable_node'] or '-'}, expected key "
+            f"{f['expected'] or '-'}, mapping {f['mapping']} [{f['mapping_bytes']}]{members}{extra}; "
+            f"seen by {f['role']} on CPU {f['cpu']}")
+
+
+def result_json(r: Result) -> dict:
+    cx = r.counterexample
+    violations = [{**f, "schedule": c.schedule, "timeline": c.timeline}
+                  for c in r.counterexamples for f in c.findings]
+    return {"config": r.config.as_dict(), "protocol": r.protocol, "scenario": r.scenario, "strategy": r.strategy,
+            "holds": r.holds, "schedules_explored": r.schedules_explored, "complete": r.complete,
+            "blocked": r.blocked, "elapsed_s": round(r.elapsed_s, 3), "steps": r.steps,
+            "steps_per_s": round(r.steps_per_s), "violations": violations,
+            "replay": cx.schedule if cx else None,
+            "counterexample": {k: v for k, v in cx.as_dict().items() if k not in ("findings", "timeline")}
+            if cx else None}
+
+
+def result_text(r: Result) -> str:
+    c = r.config
+    head = (f"ksm-emu explore: {r.scenario}, protocol {r.protocol}, {c.arch.name} {c.kernel}, "
+            f"strategy {r.strategy}")
+    stats = (f"{_n(r.schedules_explored, 'schedule')}, {r.steps} steps in {r.elapsed_s:.2f} s "
+             f"({r.steps_per_s:,.0f} steps/s)")
+    cx = r.counterexample
+    if cx is None:
+        space = ("complete: no interleaving of this scenario left unexplored, up to equivalence"
+                 if r.complete else "not complete: stopped at the schedule or time limit")
+        return "\n".join([head, f"no violation in {stats}", space])
+    lines = [head, f"VIOLATION after {stats}" + (f"; {'complete' if r.complete else 'not complete'}, "
+                                                  f"{_n(len(r.counterexamples), 'kind')} of failing execution"
+                                                  if len(r.counterexamples) > 1 else "")]
+    for i, c in enumerate(r.counterexamples):
+        lines += ["  " + finding_line(f) for f in c.findings]
+        minimized = (f", minimized from {c.minimized_from['steps']} steps and "
+                     f"{_n(c.minimized_from['preemptions'], 'preemption')}" if c.minimized_from else "")
+        lines.append(f"counterexample: {c.steps} steps, {_n(c.preemptions, 'preemption')}{minimized}")
+        if i == 0:
+            lines += ["", render_timeline(c.timeline), ""]
+        lines.append(f"replay: ksm-emu replay {c.schedule}")
+        if i + 1 < len(r.counterexamples):
+            lines.append("")
+    return "\n".join(lines)
+
+
+def replayed_json(r: Replayed) -> dict:
+    return {"schedule": r.schedule, "holds": not r.findings, "violations": r.findings, "timeline": r.timeline}
+
+
+def replayed_text(r: Replayed) -> str:
+    lines = [render_timeline(r.timeline), ""]
+    if r.findings:
+        lines.append("VIOLATION:")
+        lines += ["  " + finding_line(f) for f in r.findings]
+    else:
+        lines.append("no violation")
+    return "\n".join(lines)
+
+
+def agreement_text(rows: list[dict]) -> str:
+    lines = [f"{'kernel':7} {'options':32} {'arch':8} {'static (ksm-layout hazard)':27} {'dynamic (explore)':40} agree"]
+    for r in rows:
+        lines.append(f"{r['kernel']:7} {r['options']:32} {r['arch']:8} {r['static']:27} {r['dynamic'][:40]:40} "
+                     f"{r['agree']}")
+    return "\n".join(lines)

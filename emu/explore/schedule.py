@@ -1,0 +1,126 @@
+"""A counterexample as one string: what to run and the CPU chosen at each step.
+
+    ksmx1:SCENARIO:PROTOCOL:CONFIG:CPUS:STEPS
+
+CONFIG is the arch and kernel and what differs from their defaults, joined
+by "/" (+OPTION, -OPTION, nr=N, split=N, po=PAGE_OFFSET, mm=MEM_MAP); CPUS
+names every role's emulated CPU (ksmd=0,reclaim=1,allocator=3); STEPS is the
+run-length encoded choice per step, by the role's position in the scenario
+(0x12.2x3.1: role 0 for 12 steps, role 2 for 3, role 1 for 1). Only shell-safe
+characters, so it pastes as one argument.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..kconfig import ARCHES, USER_OPTIONS, Config, ConfigError, resolve
+
+MAGIC = "ksmx1"
+
+
+class ScheduleError(ValueError):
+    """A replay string that cannot be this program's."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    scenario: str
+    protocol: str
+    cfg: Config
+    cpus: dict[str, int]
+    choices: tuple[int, ...]
+
+    def encode(self) -> str:
+        return ":".join([MAGIC, self.scenario, self.protocol, encode_config(self.cfg),
+                         ",".join(f"{r}={c}" for r, c in self.cpus.items()), encode_steps(self.choices)])
+
+
+def encode_config(cfg: Config) -> str:
+    default = resolve(cfg.arch.name, cfg.kernel)
+    parts = [cfg.arch.name, cfg.kernel]
+    for name in USER_OPTIONS:
+        if cfg.options[name] != default.options[name]:
+            parts.append(("+" if cfg.options[name] else "-") + name)
+    if cfg.options["SMP"] and cfg.nr_cpus != default.nr_cpus:
+        parts.append(f"nr={cfg.nr_cpus}")
+    if cfg.split_ptlock_override:
+        parts.append(f"split={cfg.split_ptlock_cpus}")
+    if cfg.page_offset != cfg.arch.page_offset:
+        parts.append(f"po={cfg.page_offset:#x}")
+    if cfg.mem_map != cfg.arch.mem_map:
+        parts.append(f"mm={cfg.mem_map:#x}")
+    return "/".join(parts)
+
+
+def decode_config(text: str) -> Config:
+    parts = text.split("/")
+    if len(parts) < 2 or parts[0] not in ARCHES:
+        raise ScheduleError(f"bad config {text!r}: want ARCH/KERNEL[/+OPTION...]")
+    kw: dict = {"enable": [], "disable": []}
+    keys = {"nr": "nr_cpus", "split": "split_ptlock_cpus", "po": "page_offset", "mm": "mem_map"}
+    for p in parts[2:]:
+        if p[:1] in "+-" and len(p) > 1:
+            kw["enable" if p[0] == "+" else "disable"].append(p[1:])
+            continue
+        key, sep, value = p.partition("=")
+        if not sep or key not in keys:
+            raise ScheduleError(f"bad config item {p!r} in {text!r}")
+        try:
+            kw[keys[key]] = int(value, 0)
+        except ValueError:
+            raise ScheduleError(f"bad number {value!r} in config item {p!r}") from None
+    try:
+        return resolve(parts[0], parts[1], **kw)
+    except ConfigError as e:
+        raise ScheduleError(f"config {text!r}: {e}") from None
+
+
+def encode_steps(choices: tuple[int, ...] | list[int]) -> str:
+    runs: list[list[int]] = []
+    for c in choices:
+        if runs and runs[-1][0] == c:
+            runs[-1][1] += 1
+        else:
+            runs.append([c, 1])
+    return ".".join(f"{c}x{n}" if n > 1 else str(c) for c, n in runs)
+
+
+_RUN = re.compile(r"^(\d+)(?:x(\d+))?$")
+
+
+def decode_steps(text: str, nprocs: int) -> tuple[int, ...]:
+    out: list[int] = []
+    for run in text.split(".") if text else []:
+        m = _RUN.match(run)
+        if not m:
+            raise ScheduleError(f"bad step run {run!r}: want ROLE or ROLExCOUNT")
+        c, n = int(m.group(1)), int(m.group(2) or 1)
+        if c >= nprocs or n < 1:
+            raise ScheduleError(f"bad step run {run!r}: roles are 0..{nprocs - 1}, counts at least 1")
+        if len(out) + n > 10_000_000:
+            raise ScheduleError("schedule longer than 10,000,000 steps")
+        out.extend([c] * n)
+    return tuple(out)
+
+
+def decode(text: str, roles_of: dict[str, list[str]]) -> Schedule:
+    """Parse a replay string; `roles_of` maps each known scenario to its roles."""
+    parts = text.strip().split(":")
+    if len(parts) != 6 or parts[0] != MAGIC:
+        raise ScheduleError(f"not a ksm-emu replay string (want {MAGIC}:SCENARIO:PROTOCOL:CONFIG:CPUS:STEPS)")
+    _, scenario, protocol, config, cpus_text, steps = parts
+    if scenario not in roles_of:
+        raise ScheduleError(f"unknown scenario {scenario!r}; known: {', '.join(roles_of)}")
+    roles = roles_of[scenario]
+    cpus: dict[str, int] = {}
+    for item in cpus_text.split(",") if cpus_text else []:
+        role, sep, cpu = item.partition("=")
+        if not sep or role not in roles or not cpu.isdigit():
+            raise ScheduleError(f"bad CPU assignment {item!r}: want ROLE=CPU for roles {', '.join(roles)}")
+        cpus[role] = int(cpu)
+    if sorted(cpus) != sorted(roles):
+        raise ScheduleError(f"the CPU assignment names {', '.join(cpus) or 'no role'}; scenario "
+                            f"{scenario} has {', '.join(roles)}")
+    return Schedule(scenario, protocol, decode_config(config), cpus, decode_steps(steps, len(roles)))

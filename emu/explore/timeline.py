@@ -1,0 +1,112 @@
+"""A recorded execution as a per-CPU timeline: each step's CPU, role, kernel
+function, access, emulated address, size and bytes before and after, what
+those bytes are (struct page fields of every union arm lying there), and, for
+the read a violation rests on, the union members its bytes belong to."""
+
+from __future__ import annotations
+
+from ..layout import Layout
+from ..report import mapping_members
+
+_LOADS = ("load", "load_once", "atomic_read")
+_OPENED = ("keyhole false open", "KSM page changed while referenced")
+
+
+def describe(world: object, off: int, size: int) -> str:
+    """What the bytes at file offset `off` are, in the kernel's names."""
+    m, o = world.machine, world.offsets
+    for r in m.regions.values():
+        if r.offset <= off < r.offset + r.size:
+            rel = off - r.offset
+            if r.name == "mem_map":
+                return f"page {rel // m.page_size}: " + _members(m.page_layout, rel % m.page_size, size)
+            if r.name == "stable_nodes":
+                lay = Layout(m.kernel.stable_node, m.cfg.byte_order, "stable_node")
+                return f"stable_node {rel // o['sn_size']}: " + _members(lay, rel % o["sn_size"], size)
+            if r.name == "rmap_items":
+                lay = Layout(m.kernel.rmap_item, m.cfg.byte_order, "rmap_item")
+                return f"rmap_item of slot {rel // o['ri_size']}: " + _members(lay, rel % o["ri_size"], size)
+            if r.name == "ptes":
+                return f"pte of slot {rel // o['word']}"
+            if r.name == "pgtables":
+                return f"pmd of group {rel // o['word']}"
+            if r.name == "kmalloc":
+                return _kmalloc(world, m.offset_to_addr(off))
+            return f"{r.name}+{rel:#x}"
+    return f"file offset {off:#x}"
+
+
+def _members(lay: Layout, rel: int, size: int) -> str:
+    try:
+        covers = lay.covers(rel, size)
+    except ValueError:
+        return f"+{rel:#x}"
+    return " | ".join(dict.fromkeys(c.label() for c in covers)) or f"+{rel:#x} (padding)"
+
+
+def _kmalloc(world: object, addr: int) -> str:
+    objs = world.objects
+    for kind in ("mm_struct", "task", "anon_vma", "address_space", "kmem_cache", "driver"):
+        for i, base in enumerate(getattr(objs, kind)):
+            if base <= addr < base + 1024 and (kind in ("mm_struct", "task") or addr - base < 64):
+                tail = " page_table_lock" if kind == "mm_struct" and addr - base >= 64 else ""
+                return f"{kind} {i}+{addr - base:#x}{tail}"
+    return f"kmalloc {addr:#x}"
+
+
+def steps_as_dicts(session: object, steps: list, findings: list[dict]) -> list[dict]:
+    world = session.world
+    m = world.machine
+    procs = session.runner.procs
+    out = []
+    for s in steps:
+        p = procs[s.proc]
+        d = {"step": s.index, "cpu": p.cpu, "role": p.name, "function": s.function, "access": s.op}
+        if s.op != "start":
+            d.update(address=f"{m.offset_to_addr(s.off):#x}", size=s.size, before=s.before.hex(" "),
+                     after=s.after.hex(" "), what=describe(world, s.off, s.size))
+        out.append(d)
+    _mark_violating_reads(world, out, steps, procs, findings)
+    return out
+
+
+def _mark_violating_reads(world: object, out: list[dict], steps: list, procs: list, findings: list[dict]) -> None:
+    """The step each finding was recorded in; and for a keyhole that opened,
+    the last load of that page->mapping by the CPU that opened it."""
+    m, o = world.machine, world.offsets
+    by_index = {d["step"]: d for d in out}
+    for f in findings:
+        if f.get("step") in by_index:
+            by_index[f["step"]].setdefault("findings", []).append(f["kind"])
+        if f.get("kind") not in _OPENED or "pfn" not in f:
+            continue
+        lo = m.page_offset(f["pfn"]) + o["mapping_rel"]
+        for d, s in zip(reversed(out), reversed(steps)):
+            if procs[s.proc].cpu == f["cpu"] and s.op in _LOADS and s.off <= lo < s.off + s.size:
+                d["violating"] = True
+                d["members"] = mapping_members(m, int.from_bytes(s.before, m.cfg.byte_order))
+                break
+
+
+def render(timeline: list[dict]) -> str:
+    """One line a step, a blank line where another CPU takes over."""
+    lines = [f"{'step':>5} {'cpu':>3} {'role':10} {'function':38} {'access':22} {'address':18} "
+             f"bytes before -> after   (what)"]
+    last = None
+    for d in timeline:
+        if last is not None and d["cpu"] != last:
+            lines.append("")
+        last = d["cpu"]
+        head = f"{d['step']:>5} {d['cpu']:>3} {d['role'][:10]:10} {d['function'][:38]:38} "
+        if d["access"] == "start":
+            lines.append(head + "(starts)")
+            continue
+        access = f"{d['access']} {d['size']}"
+        change = d["before"] if d["before"] == d["after"] else f"{d['before']} -> {d['after']}"
+        mark = ""
+        if d.get("violating"):
+            mark = "  <== the keyhole opened on this" + (": " + ", ".join(d["members"]) if d["members"] else "")
+        if d.get("findings"):
+            mark += "  <== found here: " + "; ".join(d["findings"])
+        lines.append(head + f"{access:22} {d['address']:18} {change}   ({d['what']}){mark}")
+    return "\n".join(lines)
