@@ -9,6 +9,7 @@ import sys
 
 from .check.shadow import STATE_NAMES
 from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
+from .explore.cli import add_parsers as add_explore_parsers
 from .machine import MachineError
 from .mm.protocol import PROTOCOLS
 from .runspec import DEFAULT_STATE
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--is", dest="kind", choices=STATE_NAMES, help="only pages that really are this")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_kmem)
+    add_explore_parsers(sub)
     return p
 
 
