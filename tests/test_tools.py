@@ -50,3 +50,15 @@ def test_bench_compare_json():
     d = json.loads(r.stdout)
     assert d["before"]["calls_per_s_mean"] > 0 and d["after"]["calls_per_s_mean"] > 0
     assert d["ratio_after_over_before"] > 0 and d["before"]["violations"] == d["after"]["violations"] == 0
+
+
+def test_bench_explore_json():
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_explore.py"), "--json", "--skip", "steps",
+                        "--run-cap", "2", "--pct-seeds", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    x = d["dpor_vs_dfs"]
+    assert x["dfs_schedules"] > x["dpor_schedules"] > 1 and x["ratio"] == x["dfs_schedules"] / x["dpor_schedules"]
+    f = d["first_violation"]
+    assert f["explore_schedules"] >= 1 and f["run_cap_s"] == 2 and f["ratio_run_over_explore"] > 0
+    assert len(d["pct"]["schedules_to_violation"]) == 2 and set(d["goals"]) >= {"dpor >= 10x fewer schedules than dfs"}

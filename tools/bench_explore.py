@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Benchmark ksm-emu explore, each figure against a baseline in the same run.
+
+1. dpor vs dfs: schedules explored to complete the same scenario, DPOR and
+   depth-first search without a bound (every interleaving). The scenario is a
+   small keyhole race (the built-in ones have far too many interleavings for
+   an unbounded DFS to finish): get_ksm_page's look / reference / look again
+   against reclaim's freeze-and-clear and a third CPU reading the page.
+2. steps/s on stale-node (DPOR, keyhole, to completion), with the cost per
+   step split: the kernel code alone (the same scripts run straight, no
+   scheduler), the scheduler (the same schedules replayed), and DPOR's
+   bookkeeping (the rest).
+3. time to the first violation of keyhole-no-recheck: explore (DPOR) against a
+   free `ksm-emu run --protocol keyhole-no-recheck` with default flags, capped.
+4. PCT (depth 3) on stale-node with keyhole-no-recheck: schedules to the
+   violation for seeds 0..9.
+
+Prints a table, or one JSON object with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from emu.explore import Scenario, explore
+from emu.explore.api import Env, Session, _cpus
+from emu.explore.scenarios import SCENARIOS
+from emu.explore.strategies import Dpor, Replay
+from emu.kconfig import resolve
+from emu.mm.page import page_mapping_raw, set_page_mapping
+from emu.mm.refcount import (
+    get_page_unless_zero,
+    page_count,
+    page_freeze_refs,
+    page_unfreeze_refs,
+    put_page_testzero,
+)
+
+PFN = 20
+KEY = 0xFFFF880001000003  # an emulated stable_node's key (x86_64)
+
+
+def _mini_setup(world):
+    mm = world.context(cpu=0)
+    page_unfreeze_refs(mm, PFN, 1)
+    set_page_mapping(mm, PFN, KEY, 2)
+    return {}
+
+
+def _look(mm, env):
+    if page_mapping_raw(mm, PFN) == KEY and get_page_unless_zero(mm, PFN):
+        page_mapping_raw(mm, PFN)
+        put_page_testzero(mm, PFN)
+
+
+def _freeze(mm, env):
+    if page_freeze_refs(mm, PFN, 1):
+        set_page_mapping(mm, PFN, 0, 0)
+
+
+def _peek(mm, env):
+    page_mapping_raw(mm, PFN)
+    page_count(mm, PFN)
+
+
+MINI = Scenario("keyhole-mini", [("ksmd", _look), ("reclaim", _freeze), ("reader", _peek)], setup=_mini_setup)
+
+
+def bench_dpor_vs_dfs() -> dict:
+    d = explore(MINI, strategy="dpor")
+    f = explore(MINI, strategy="dfs")
+    assert d.complete and f.complete and d.holds and f.holds
+    return {"scenario": MINI.name, "dpor_schedules": d.schedules_explored, "dfs_schedules": f.schedules_explored,
+            "ratio": f.schedules_explored / d.schedules_explored, "dpor_s": d.elapsed_s, "dfs_s": f.elapsed_s}
+
+
+def bench_steps() -> dict:
+    sc, cfg = SCENARIOS["stale-node"], resolve()
+    session = Session(sc, cfg, "keyhole", _cpus(sc, cfg, None))
+    try:
+        st, schedules = Dpor(len(sc.roles)), []
+        t0, steps = time.perf_counter(), 0
+        while st.begin():
+            outcome, _ = session.run(st)
+            steps += len(session.runner.choices)
+            if outcome is None:  # ran to the end (not cut short as redundant)
+                schedules.append(list(session.runner.choices))
+            st.end(len(session.runner.choices))
+        total = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for choices in schedules:
+            session.run(Replay(choices))
+        replayed = time.perf_counter() - t0
+        # the kernel code alone: each execution's scripts, one CPU after another, no scheduling points
+        world = session.world
+        t0 = time.perf_counter()
+        for _ in schedules:
+            m = world.machine
+            m.mm[session.runner._lo:m.size] = session.runner._snap
+            env = Env(world, copy.deepcopy(session.data), dict(session.cpus))
+            for p in session.runner.procs:
+                p.script(world.context(cpu=p.cpu, task=p.task, role=p.name), env)
+        straight = time.perf_counter() - t0
+    finally:
+        session.close()
+    n = len(schedules)
+    per = 1e6 / steps
+    return {"scenario": "stale-node", "protocol": "keyhole", "schedules": n, "steps": steps,
+            "elapsed_s": total, "steps_per_s": steps / total,
+            "us_per_step": {"total": total * per, "kernel_code": straight * per,
+                            "scheduler": max(0.0, replayed - straight) * per,
+                            "dpor_bookkeeping": max(0.0, total - replayed) * per}}
+
+
+def _violations_so_far(state: Path) -> int:
+    from emu.machine import attach
+    from emu.mm.boot import World
+    from emu.report import counts
+
+    try:
+        w = World.over(attach(state))
+    except Exception:  # not created yet, or mid-creation
+        return 0
+    try:
+        return counts(w)["violations"]
+    finally:
+        w.close()
+
+
+def bench_first_violation(cap: float) -> dict:
+    r = explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck")
+    assert not r.holds
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+        state = Path(d) / "run.state"
+        p = subprocess.Popen([sys.executable, "-m", "emu.cli", "run", "--protocol", "keyhole-no-recheck",
+                              "--duration", str(cap), "--state", str(state), "--no-progress", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0, found = time.monotonic(), None
+        while p.poll() is None:
+            time.sleep(0.05)
+            if found is None and state.exists() and _violations_so_far(state):
+                found = time.monotonic() - t0
+                p.terminate()
+        p.communicate()
+    return {"explore_s": r.elapsed_s, "explore_schedules": r.schedules_explored,
+            "run_cap_s": cap, "run_s": found, "run_found": found is not None,
+            "ratio_run_over_explore": (found if found is not None else cap) / r.elapsed_s,
+            "ratio_is_lower_bound": found is None}
+
+
+def bench_pct(seeds: int, limit: int) -> dict:
+    out = []
+    for seed in range(seeds):
+        r = explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck", strategy="pct", depth=3, seed=seed,
+                    schedules=limit)
+        out.append(None if r.holds else r.schedules_explored)
+    return {"depth": 3, "limit": limit, "schedules_to_violation": out,
+            "found_within_200": sum(1 for x in out if x is not None and x <= 200),
+            "found_within_limit": sum(1 for x in out if x is not None), "seeds": seeds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--run-cap", type=float, default=60.0, help="seconds the free run may take (default 60)")
+    p.add_argument("--pct-seeds", type=int, default=10)
+    p.add_argument("--pct-limit", type=int, default=400, help="schedules per PCT seed (default 400)")
+    p.add_argument("--skip", action="append", default=[], choices=["dfs", "steps", "first", "pct"])
+    args = p.parse_args(argv)
+    if args.run_cap <= 0 or args.pct_seeds < 1 or args.pct_limit < 1:
+        p.error("--run-cap, --pct-seeds and --pct-limit must be positive")
+    r: dict = {"cpus": os.cpu_count()}
+    if "dfs" not in args.skip:
+        r["dpor_vs_dfs"] = bench_dpor_vs_dfs()
+    if "steps" not in args.skip:
+        r["steps"] = bench_steps()
+    if "first" not in args.skip:
+        r["first_violation"] = bench_first_violation(args.run_cap)
+    if "pct" not in args.skip:
+        r["pct"] = bench_pct(args.pct_seeds, args.pct_limit)
+    goals = {}
+    if "dpor_vs_dfs" in r:
+        goals["dpor >= 10x fewer schedules than dfs"] = r["dpor_vs_dfs"]["ratio"] >= 10
+    if "steps" in r:
+        goals["steps/s >= 100,000 on stale-node"] = r["steps"]["steps_per_s"] >= 100_000
+    if "pct" in r:
+        goals["pct: 10 of 10 seeds within 200"] = r["pct"]["found_within_200"] == r["pct"]["seeds"] == 10
+    r["goals"] = goals
+    if args.json:
+        json.dump(r, sys.stdout, indent=2)
+        print()
+        return 0
+    if "dpor_vs_dfs" in r:
+        x = r["dpor_vs_dfs"]
+        print(f"{x['scenario']}: dpor {x['dpor_schedules']} schedules, dfs (no bound) {x['dfs_schedules']}: "
+              f"x{x['ratio']:.0f} fewer, both complete")
+    if "steps" in r:
+        x = r["steps"]
+        u = x["us_per_step"]
+        print(f"stale-node keyhole, dpor to completion: {x['schedules']} schedules, {x['steps']} steps, "
+              f"{x['steps_per_s']:,.0f} steps/s; per step {u['total']:.1f} us = kernel code {u['kernel_code']:.1f} "
+              f"+ scheduler {u['scheduler']:.1f} + DPOR {u['dpor_bookkeeping']:.1f}")
+    if "first_violation" in r:
+        x = r["first_violation"]
+        run = f"{x['run_s']:.1f} s" if x["run_found"] else f"none within {x['run_cap_s']:.0f} s"
+        print(f"first keyhole-no-recheck violation: explore {x['explore_s'] * 1000:.0f} ms "
+              f"({x['explore_schedules']} schedules), free run {run}: "
+              f"x{x['ratio_run_over_explore']:.0f}{' at least' if x['ratio_is_lower_bound'] else ''}")
+    if "pct" in r:
+        x = r["pct"]
+        print(f"pct depth 3, seeds 0..{x['seeds'] - 1}: schedules to the violation {x['schedules_to_violation']}; "
+              f"{x['found_within_200']}/{x['seeds']} within 200, {x['found_within_limit']}/{x['seeds']} within "
+              f"{x['limit']}")
+    print("\ngoals: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in goals.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
