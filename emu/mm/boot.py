@@ -96,13 +96,14 @@ class World:
 
 def boot(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str = "keyhole",
          nmms: int = 2, geo: Geometry | None = None, meta: dict | None = None,
-         extra: Iterable[RegionSpec] = (), overwrite: bool = False) -> World:
+         extra: Iterable[RegionSpec] = (), overwrite: bool = False, fd: int | None = None) -> World:
     """Create the machine file and bring the kernel up on CPU 0: the free list,
     every mm's page_table_lock, each group's page-table page (pte_lock_init),
     the rmap_items of the KSM area. `extra` regions are the caller's own
-    (a test's or a scenario's variables)."""
+    (a test's or a scenario's variables). `fd`: the file, already created and
+    locked at `path` by the caller (emu.statefile)."""
     geo = geo or Geometry.for_pages(nr_pages, cfg.nr_cpus, nmms)
-    m = create(path, cfg, nr_pages, regions=[*geo.regions(cfg), *extra], overwrite=overwrite,
+    m = create(path, cfg, nr_pages, regions=[*geo.regions(cfg), *extra], overwrite=overwrite, fd=fd,
                meta={"geometry": geo.as_dict(), "protocol": protocol, **(meta or {})})
     world = World.over(m)
     mm = world.context(cpu=0)
