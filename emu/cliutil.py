@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -83,4 +84,9 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
         sys.stderr.write(f"{prog}: error: {e}\n")
         return 2
     except BrokenPipeError:  # `| head` closed the pipe: not an error
+        # and no second one when the interpreter flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
