@@ -33,10 +33,12 @@ def number(text: str) -> int:
 
 
 def add_config_args(p: argparse.ArgumentParser, kernel_default: str | None = "2.6.33",
-                    kernel_help: str | None = None) -> None:
+                    kernel_help: str | None = None, arch_help: str = "x86_64") -> None:
+    """The config flags; --arch defaults to None (x86_64 in config_from_args), so a
+    command that covers every arch can tell whether one was asked for."""
     g = p.add_argument_group("kernel configuration")
-    g.add_argument("--arch", default="x86_64", choices=list(ARCHES), metavar="ARCH",
-                   help=f"architecture preset: {', '.join(ARCHES)} (default: x86_64)")
+    g.add_argument("--arch", default=None, choices=list(ARCHES), metavar="ARCH",
+                   help=f"architecture preset: {', '.join(ARCHES)} (default: {arch_help})")
     g.add_argument("--kernel", default=kernel_default, choices=list(KERNELS),
                    help=f"Kconfig rules of {' or '.join(KERNELS)} "
                         f"(default: {kernel_help or kernel_default or 'both'})")
@@ -62,13 +64,22 @@ def _option(name: str) -> str:
 def config_from_args(args: argparse.Namespace, kernel: str | None = None) -> Config:
     try:
         return resolve(
-            args.arch, kernel or args.kernel,
+            args.arch or "x86_64", kernel or args.kernel,
             enable=[_option(o) for o in args.enable], disable=[_option(o) for o in args.disable],
             nr_cpus=args.nr_cpus, split_ptlock_cpus=args.split_ptlock_cpus,
             page_offset=args.page_offset, mem_map=args.mem_map,
         )
     except ConfigError as e:
         raise UserError(str(e)) from None
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """The address-map and CPU flags the user gave, as resolve() keywords."""
+    out = {}
+    for key in ("nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    return out
 
 
 def print_json(obj: object) -> None:
