@@ -184,8 +184,10 @@ def read_header_fd(fd: int, path: str | os.PathLike) -> dict:
         raise MachineError(f"{path}: header truncated ({len(blob)} of {n} bytes)")
     try:
         header = json.loads(blob)
-    except (ValueError, RecursionError) as e:
-        raise MachineError(f"{path}: header is corrupt ({type(e).__name__}: {str(e)[:80]})") from None
+    except RecursionError:
+        raise MachineError(f"{path}: header is corrupt (JSON nested too deeply)") from None
+    except ValueError as e:
+        raise MachineError(f"{path}: header is corrupt ({str(e)[:80]})") from None
     check_header(header, path)
     header["file_size"] = size
     return header
