@@ -52,3 +52,23 @@ def test_rss_stays_bounded(big_state, fmt):
     code, peak_kib = map(int, r.stdout.split())
     assert code == 0, r.stderr
     assert peak_kib * 1024 < 70 * MIB, peak_kib
+
+
+def test_kmem_reads_a_file_it_may_not_write(big_state, monkeypatch, capsys):
+    """kmem opens read-only: any open for writing is refused here (as for a
+    0400 file of another user), and kmem still prints."""
+    import os
+
+    from emu import cli, machfile
+
+    real = os.open
+
+    def no_writes(path, flags, *a, **kw):
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(13, "Permission denied")
+        return real(path, flags, *a, **kw)
+
+    monkeypatch.setattr(machfile.os, "open", no_writes)
+    assert cli.main(["kmem", str(big_state), "--pfn", "7:2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[1].split()[1] == "7000"

@@ -174,3 +174,18 @@ def test_interrupted_during_setup_leaves_nothing(tmp_path, sig):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130 and err == "ksm-emu: interrupted during setup\n" and out == ""
     assert not state.exists() and children(p.pid) == []
+
+
+def test_racing_starts_on_one_state_path(tmp_path):
+    """Two runs started at once on one --state: one runs, the other is refused
+    in one line (exit 2), and the file holds the winner's run."""
+    state = tmp_path / "race.state"
+    procs = [subprocess.Popen([*CMD, "--state", str(state), "--pages", "4096", "--duration", "1", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    winner = next(p for p in procs if p.returncode == 0)
+    loser_err = next(e for p, (_, e) in zip(procs, outs) if p.returncode == 2)
+    assert loser_err.count("\n") == 1 and "Traceback" not in loser_err
+    assert read_header(state)["meta"]["pid"] == winner.pid

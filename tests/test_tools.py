@@ -50,3 +50,20 @@ def test_bench_compare_json():
     d = json.loads(r.stdout)
     assert d["before"]["calls_per_s_mean"] > 0 and d["after"]["calls_per_s_mean"] > 0
     assert d["ratio_after_over_before"] > 0 and d["before"]["violations"] == d["after"]["violations"] == 0
+
+
+def _bench_dirs():
+    return set(Path("/dev/shm").glob("bench-ksm-*")) if Path("/dev/shm").is_dir() else set()
+
+
+def test_bench_ksm_says_what_it_does_and_cleans_up_when_stopped():
+    import signal
+
+    before = _bench_dirs()
+    p = subprocess.Popen([sys.executable, str(TOOLS / "bench_ksm.py"), "--nodes", "20000000", "--skip", "free",
+                          "--skip", "big"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stderr.readline().startswith("bench_ksm: sweep: 20000000 nodes")  # at once, not after a minute
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "removed" in err and "Traceback" not in err
+    assert _bench_dirs() == before
