@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
+import math
 import sys
 
 from .check.shadow import STATE_NAMES
@@ -12,9 +13,14 @@ from .cliutil import Parser, UserError, add_config_args, config_from_args, numbe
 from .explore.cli import add_parsers as add_explore_parsers
 from .machine import MachineError
 from .mm.protocol import PROTOCOLS
-from .runspec import DEFAULT_STATE
+from .statefile import STATE_DIR_ENV
 
 MIN_PAGES = 1024
+MAX_PAGES = 1 << 26  # 256 GiB emulated; the free list's links are 32-bit pfns
+MAX_PAGES_TO_SCAN = (1 << 32) - 1  # ksm's pages_to_scan is an unsigned int
+# upper bounds of the timing flags: each must leave a role able to stop within
+# supervise.STOP_GRACE_S of the stop flag
+MAX_SLEEP_MS, MAX_WINDOW_US, MAX_HOLD_US = 60_000.0, 100_000.0, 100_000.0
 
 
 def _cpu_arg(text: str) -> tuple[str, int]:
@@ -46,30 +52,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allocators", type=number, default=2, metavar="N", help="allocator processes (default 2)")
     g.add_argument("--cpu", type=_cpu_arg, action="append", default=[], metavar="ROLE=ID",
                    help="emulated CPU id of a role: ksmd, reclaim, allocator (the first), allocator.N; "
-                        "repeatable (default: 0, 1, 2, ... in that order)")
+                        "repeatable, once per role (default: 0, 1, 2, ... in that order; the roles not "
+                        "named take the lowest free CPUs, so allocator=3 moves allocator.1 to CPU 2)")
     g.add_argument("--ksmd-pages", type=number, default=100, metavar="N",
-                   help="ksmd's pages_to_scan per wake-up (kernel default 100)")
+                   help=f"ksmd's pages_to_scan per wake-up (kernel default 100; 1..{MAX_PAGES_TO_SCAN})")
     g.add_argument("--ksmd-sleep-ms", type=float, default=20.0, metavar="MS",
-                   help="ksmd's sleep_millisecs (kernel default 20)")
-    g.add_argument("--seed", type=number, default=1, help="random seed of the roles (default 1)")
-    g.add_argument("--state", default=DEFAULT_STATE, metavar="FILE",
-                   help="the machine file, kept after the run (default /dev/shm/ksm-emu.state; "
-                        "an old state file there is replaced, any other file is refused)")
+                   help=f"ksmd's sleep_millisecs (kernel default 20; 0..{MAX_SLEEP_MS:g})")
+    g.add_argument("--seed", type=number, default=1,
+                   help="random seed of the roles' choices (default 1); the processes' interleaving "
+                        "is the OS scheduler's, so two runs with one seed differ")
+    g.add_argument("--state", metavar="FILE",
+                   help="the machine file, kept after the run (default: run-PID.state in a directory "
+                        f"private to you, ${STATE_DIR_ENV} or /dev/shm/ksm-emu-UID; an existing FILE is "
+                        "refused without --overwrite)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds")
     g.add_argument("--window-us", type=float, default=0.0, metavar="US",
                    help="delay inside get_ksm_page between the first mapping check and "
-                        "get_page_unless_zero, as an interrupt there would (default 0)")
+                        f"get_page_unless_zero, as an interrupt there would (default 0; max {MAX_WINDOW_US:g})")
     g.add_argument("--ptl-hold-us", type=float, default=20.0, metavar="US",
-                   help="how long an allocator holds a page-table lock per fault (default 20)")
+                   help=f"how long an allocator holds a page-table lock per fault (default 20; max {MAX_HOLD_US:g})")
     r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     r.add_argument("--no-progress", action="store_true", help="no progress line on a terminal")
     r.add_argument("-v", "--verbose", action="store_true", help="log every role's start and stop")
     r.set_defaults(func=cmd_run)
 
     k = sub.add_parser("kmem", help="crash-style 'kmem -p' rows of a machine file's struct pages")
-    k.add_argument("state", nargs="?", default=DEFAULT_STATE, metavar="STATE",
-                   help="machine file (default /dev/shm/ksm-emu.state, the last run's)")
+    k.add_argument("state", nargs="?", metavar="STATE",
+                   help="machine file (default: the last run's, as recorded in the state directory); "
+                        "opened read-only")
     k.add_argument("--pfn", default="0", metavar="N[:COUNT]",
-                   help="first pfn and how many (default: all from 0)")
+                   help="first pfn and how many, all inside the machine (default: all from 0)")
     k.add_argument("--is", dest="kind", choices=STATE_NAMES, help="only pages that really are this")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_kmem)
@@ -77,37 +90,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_float(flag: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
+    if not math.isfinite(value) or value < lo or (lo_open and value == lo) or value > hi:
+        raise UserError(f"{flag} {value:g}: want a number {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
+
+
 def make_spec(args: argparse.Namespace):
     from .runspec import RunSpec, assign_cpus
 
     cfg = config_from_args(args)
-    if args.pages < MIN_PAGES:
-        raise UserError(f"--pages {args.pages} is too few; at least {MIN_PAGES}")
+    if not MIN_PAGES <= args.pages <= MAX_PAGES:
+        raise UserError(f"--pages {args.pages}: want {MIN_PAGES}..{MAX_PAGES}"
+                        + (" (too few)" if args.pages < MIN_PAGES else ""))
     if cfg.word_bytes == 4 and args.pages > (1 << 20):
         raise UserError(f"--pages {args.pages}: a 32-bit lowmem direct map holds at most {1 << 20} pages here")
-    if not 0 < args.duration <= 24 * 3600:
-        raise UserError(f"--duration {args.duration}: want 0 < SECONDS <= 86400")
+    _check_float("--duration", args.duration, 0, 24 * 3600, lo_open=True)
     if not 1 <= args.allocators <= 32:
         raise UserError(f"--allocators {args.allocators}: want 1..32")
-    if args.ksmd_pages < 1 or args.ksmd_sleep_ms < 0 or args.window_us < 0 or args.ptl_hold_us < 0:
-        raise UserError("--ksmd-pages must be positive; --ksmd-sleep-ms, --window-us, --ptl-hold-us not negative")
+    if not 1 <= args.ksmd_pages <= MAX_PAGES_TO_SCAN:
+        raise UserError(f"--ksmd-pages {args.ksmd_pages}: want 1..{MAX_PAGES_TO_SCAN}")
+    _check_float("--ksmd-sleep-ms", args.ksmd_sleep_ms, 0, MAX_SLEEP_MS)
+    _check_float("--window-us", args.window_us, 0, MAX_WINDOW_US)
+    _check_float("--ptl-hold-us", args.ptl_hold_us, 0, MAX_HOLD_US)
     roles = {"ksmd", "reclaim"} | {f"allocator.{i}" for i in range(args.allocators)}
     requested: dict[str, int] = {}
     for role, cpu in args.cpu:
         role = "allocator.0" if role == "allocator" else role
         if role not in roles:
             raise UserError(f"--cpu: unknown role {role!r}; choose from {', '.join(sorted(roles))}")
+        if role in requested:
+            raise UserError(f"--cpu {role} given twice ({requested[role]} and {cpu}); once per role")
         if not 0 <= cpu < cfg.nr_cpus:
             raise UserError(f"--cpu {role}={cpu}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")
         requested[role] = cpu
     if len(set(requested.values())) != len(requested):
         raise UserError("--cpu: two roles on one CPU")
-    state_dir = os.path.dirname(os.path.abspath(args.state))
-    if not os.path.isdir(state_dir):
-        raise UserError(f"--state {args.state}: directory {state_dir} does not exist")
+    if args.overwrite and args.state is None:
+        raise UserError("--overwrite needs --state FILE (a default state file is always new)")
     spec = RunSpec(cfg=cfg, protocol=args.protocol, pages=args.pages, duration=args.duration,
                    allocators=args.allocators, pages_to_scan=args.ksmd_pages,
-                   sleep_ms=args.ksmd_sleep_ms, seed=args.seed, state=args.state,
+                   sleep_ms=args.ksmd_sleep_ms, seed=args.seed, state=args.state, overwrite=args.overwrite,
                    window_us=args.window_us, ptl_hold_us=args.ptl_hold_us,
                    progress=not args.no_progress)
     try:
@@ -126,9 +148,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = run(spec, logging.INFO if args.verbose else logging.WARNING)
     except MachineError as e:
         raise UserError(str(e)) from None
-    except KeyboardInterrupt:  # before the roles started: nothing to summarise
+    except KeyboardInterrupt:  # before the roles started: nothing to summarise, nothing left
         sys.stderr.write("ksm-emu: interrupted during setup\n")
         return 130
+    if outcome.summary is None:
+        sys.stderr.write(f"ksm-emu: error: {outcome.error}\n")
+        return outcome.exit_code
     if args.json:
         print_json(outcome.summary)
     else:
@@ -136,27 +161,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _pfn_range(text: str, nr_pages: int) -> tuple[int, int]:
+    first, sep, count = text.partition(":")
+    try:
+        start, n = int(first, 0), (int(count, 0) if sep else None)
+    except ValueError:
+        raise UserError(f"bad --pfn {text!r}: want N or N:COUNT") from None
+    if not 0 <= start < nr_pages:
+        raise UserError(f"--pfn {text}: this machine has pfns 0..{nr_pages - 1}")
+    if n is None:
+        return start, nr_pages - start
+    if n < 1 or start + n > nr_pages:
+        raise UserError(f"--pfn {text}: want 1 to {nr_pages - start} pages from pfn {start} "
+                        f"(this machine has pfns 0..{nr_pages - 1})")
+    return start, n
+
+
 def cmd_kmem(args: argparse.Namespace) -> int:
     from . import kmem
     from .machine import attach
+    from .statefile import last_run
 
-    first, _, count = args.pfn.partition(":")
     try:
-        start, n = int(first, 0), (int(count, 0) if count else None)
-    except ValueError:
-        raise UserError(f"bad --pfn {args.pfn!r}: want N or N:COUNT") from None
-    try:
-        m = attach(args.state)
+        state = args.state if args.state is not None else last_run()
+        m = attach(state, readonly=True)
     except MachineError as e:
         raise UserError(str(e)) from None
     try:
-        if not 0 <= start < m.nr_pages or (n is not None and n < 1):
-            raise UserError(f"--pfn {args.pfn}: this machine has pfns 0..{m.nr_pages - 1}")
-        rs = kmem.rows(m, start, n if n is not None else m.nr_pages, args.kind)
-        if args.json:
-            print_json({"state": args.state, "config": m.cfg.as_dict(), "pages": rs})
+        start, n = _pfn_range(args.pfn, m.nr_pages)
+        try:
+            kmem.check(m)
+        except MachineError as e:
+            raise UserError(str(e)) from None
+        rows = kmem.rows(m, start, n, args.kind)
+        out = sys.stdout
+        if args.json:  # streamed: one page per line inside the object
+            head = json.dumps({"state": str(state), "config": m.cfg.as_dict()})
+            out.write(head[:-1] + ', "pages": [')
+            for i, r in enumerate(rows):
+                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(r))
+            out.write("\n]}\n")
         else:
-            print(kmem.render(m, rs))
+            out.write(kmem.header(m) + "\n")
+            for r in rows:
+                out.write(kmem.line(m, r) + "\n")
     finally:
         m.close()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -32,11 +33,12 @@ def number(text: str) -> int:
 
 
 def add_config_args(p: argparse.ArgumentParser, kernel_default: str | None = "2.6.33",
-                    kernel_help: str | None = None, arch_default: str | None = "x86_64",
-                    arch_help: str | None = None) -> None:
+                    kernel_help: str | None = None, arch_help: str = "x86_64") -> None:
+    """The config flags; --arch defaults to None (x86_64 in config_from_args), so a
+    command that covers every arch can tell whether one was asked for."""
     g = p.add_argument_group("kernel configuration")
-    g.add_argument("--arch", default=arch_default, choices=list(ARCHES), metavar="ARCH",
-                   help=f"architecture preset: {', '.join(ARCHES)} (default: {arch_help or arch_default})")
+    g.add_argument("--arch", default=None, choices=list(ARCHES), metavar="ARCH",
+                   help=f"architecture preset: {', '.join(ARCHES)} (default: {arch_help})")
     g.add_argument("--kernel", default=kernel_default, choices=list(KERNELS),
                    help=f"Kconfig rules of {' or '.join(KERNELS)} "
                         f"(default: {kernel_help or kernel_default or 'both'})")
@@ -71,6 +73,15 @@ def config_from_args(args: argparse.Namespace, kernel: str | None = None) -> Con
         raise UserError(str(e)) from None
 
 
+def overrides(args: argparse.Namespace) -> dict:
+    """The address-map and CPU flags the user gave, as resolve() keywords."""
+    out = {}
+    for key in ("nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    return out
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -84,4 +95,9 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
         sys.stderr.write(f"{prog}: error: {e}\n")
         return 2
     except BrokenPipeError:  # `| head` closed the pipe: not an error
+        # and no second one when the interpreter flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130

@@ -70,10 +70,15 @@ def _states(cfg: Config, lm: LockModel) -> list[tuple[str, dict]]:
     debug = lm.debug
     base_states: list[tuple[str, int | None, int | None, int | None]] = [("free", None, 0xFFFFFFFF, ones)]
     for c in range(cfg.nr_cpus):
-        base_states.append((f"held by CPU {c}, owner not yet set", c, 0xFFFFFFFF, ones))
-        if debug:
-            base_states.append((f"held by CPU {c}, owner_cpu set", c, c, ones))
-            base_states.append((f"held by CPU {c}", c, c, PTR))
+        # debug_spin_lock_after sets owner_cpu, then owner; debug_spin_unlock
+        # clears owner, then owner_cpu: each half-written state occurs both ways
+        if not debug:
+            base_states.append((f"held by CPU {c}", c, 0xFFFFFFFF, ones))
+            continue
+        base_states.append((f"held by CPU {c}, owner_cpu and owner not yet set (or already cleared)",
+                            c, 0xFFFFFFFF, ones))
+        base_states.append((f"held by CPU {c}, owner_cpu set, owner not yet (or already cleared)", c, c, ones))
+        base_states.append((f"held by CPU {c}, owner_cpu and owner set (fully held)", c, c, PTR))
     out = []
     seen = set()
     breaks = (0, 1) if lm.break_rel >= 0 else (None,)
@@ -114,11 +119,18 @@ def _mapping_bytes(cfg: Config, fields: dict, rel: int, wild_ranges: list[tuple[
     return [mem.get(rel + i, 0) for i in range(cfg.word_bytes)]
 
 
+class DirectMapError(ValueError):
+    """The direct map asked for does not fit the address space."""
+
+
 def analyse(cfg: Config, max_mem: int | None = None) -> Verdict:
     k = kernel_for(cfg)
     page = Layout(k.page, cfg.byte_order, "page")
     lo = cfg.page_offset
     hi = lo + (max_mem if max_mem is not None else DEFAULT_MAX_MEM[cfg.word_bytes])
+    if hi > 1 << cfg.arch.word_bits:
+        raise DirectMapError(f"the direct map [{lo:#x}, {hi:#x}) runs past the {cfg.arch.word_bits}-bit "
+                             f"address space of {cfg.arch.name}; lower --max-mem or --page-offset")
     if not page.has("ptl"):
         return Verdict(cfg, [], "no ptl", "USE_SPLIT_PTLOCKS is off: page tables use mm->page_table_lock",
                        [], [], 0, (lo, hi))

@@ -243,7 +243,15 @@ def resolve(
 
 
 def from_dict(d: Mapping) -> Config:
-    """Rebuild a Config from `Config.as_dict()` output (e.g. a machine header)."""
+    """Rebuild a Config from `Config.as_dict()` output (e.g. a machine header);
+    a record of the wrong shape or types is a ConfigError, never a crash."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config record is a {type(d).__name__}, not an object")
+    for key, want in (("arch", str), ("kernel", str), ("NR_CPUS", int), ("SPLIT_PTLOCK_CPUS", int),
+                      ("PAGE_OFFSET", int), ("MEM_MAP", int), *((k, bool) for k in USER_OPTIONS)):
+        value = d.get(key)
+        if key in d and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
+            raise ConfigError(f"config record's {key} is {str(value)[:40]!r}, not a {want.__name__}")
     try:
         enable = [k for k in USER_OPTIONS if d[k]]
         disable = [k for k in USER_OPTIONS if not d[k]]

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 
 from . import layout_report, pahole
-from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
-from .hazard import analyse
+from .cliutil import (
+    Parser,
+    UserError,
+    add_config_args,
+    config_from_args,
+    number,
+    overrides,
+    print_json,
+    run_main,
+)
+from .hazard import DirectMapError, analyse
 from .kconfig import ARCHES, KERNELS, Config, ConfigError, resolve
 from .layout import Layout, LayoutError
 from .structs import kernel_for
@@ -78,26 +88,37 @@ def cmd_overlap(args: argparse.Namespace) -> None:
         print(pahole.overlap_text(lay, args.member))
 
 
-def matrix_rows(args: argparse.Namespace) -> list[dict]:
+def combos(args: argparse.Namespace):
+    """(kernel, options label, arch, Config or the ConfigError) over the matrix:
+    every arch (or --arch's), each option set plus the user's flags and overrides."""
     kernels = [args.kernel] if args.kernel else list(KERNELS)
-    rows = []
+    arches = [args.arch] if args.arch else list(ARCHES)
     for kernel in kernels:
         for label, en, dis, extra in MATRIX_COMBOS:
-            for arch in ARCHES:
-                row = {"kernel": kernel, "options": label, "arch": arch}
+            for arch in arches:
                 try:
-                    cfg = resolve(arch, kernel, enable=[*en, *args.enable],
-                                  disable=[*dis, *args.disable], **extra)
+                    cfg = resolve(arch, kernel, enable=[*en, *args.enable], disable=[*dis, *args.disable],
+                                  **{**extra, **overrides(args)})
                 except ConfigError as e:
-                    row["error"] = str(e)
-                    rows.append(row)
+                    yield kernel, label, arch, e
                     continue
-                lay = layout_of(cfg, args.struct)
-                row.update(size=lay.size, use_split_ptlocks=cfg["USE_SPLIT_PTLOCKS"],
-                           mapping=lay.offset("mapping") if lay.has("mapping") else None,
-                           ptl=lay.offset("ptl") if lay.has("ptl") else None,
-                           ptl_size=lay.field("ptl").size if lay.has("ptl") else None)
-                rows.append(row)
+                yield kernel, label, arch, cfg
+
+
+def matrix_rows(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for kernel, label, arch, cfg in combos(args):
+        row = {"kernel": kernel, "options": label, "arch": arch}
+        if isinstance(cfg, ConfigError):
+            row["error"] = str(cfg)
+            rows.append(row)
+            continue
+        lay = layout_of(cfg, args.struct)
+        row.update(size=lay.size, use_split_ptlocks=cfg["USE_SPLIT_PTLOCKS"],
+                   mapping=lay.offset("mapping") if lay.has("mapping") else None,
+                   ptl=lay.offset("ptl") if lay.has("ptl") else None,
+                   ptl_size=lay.field("ptl").size if lay.has("ptl") else None)
+        rows.append(row)
     return rows
 
 
@@ -109,7 +130,7 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     if args.json:
         print_json({"struct": args.struct, "rows": rows})
         return
-    print(layout_report.matrix_text(args.struct, rows))
+    print(layout_report.matrix_text(args.struct, rows, shutil.get_terminal_size((100, 24)).columns))
 
 
 def cmd_hazard(args: argparse.Namespace) -> None:
@@ -117,27 +138,31 @@ def cmd_hazard(args: argparse.Namespace) -> None:
         raise UserError(f"--max-mem {args.max_mem}: want a positive number of bytes")
     if not args.all:
         cfg = config_from_args(args, kernel=args.kernel or KERNELS[-1])
-        v = analyse(cfg, args.max_mem)
+        try:
+            v = analyse(cfg, args.max_mem)
+        except DirectMapError as e:
+            raise UserError(str(e)) from None
         if args.json:
             print_json(v.as_dict())
         else:
             print(layout_report.hazard_text(v))
         return
     config_from_args(args, kernel=args.kernel or KERNELS[-1])  # a typo is an error, not n/a cells
-    results = []
-    for kernel in ([args.kernel] if args.kernel else list(KERNELS)):
-        for label, en, dis, extra in MATRIX_COMBOS:
-            for arch in ARCHES:
-                try:
-                    cfg = resolve(arch, kernel, enable=[*en, *args.enable], disable=[*dis, *args.disable],
-                                  **extra)
-                except ConfigError:
-                    continue
-                results.append((label, analyse(cfg, args.max_mem)))
+    results, skipped = [], []
+    for kernel, label, arch, cfg in combos(args):
+        try:
+            if isinstance(cfg, ConfigError):
+                raise cfg
+            results.append((label, analyse(cfg, args.max_mem)))
+        except (ConfigError, DirectMapError) as e:
+            skipped.append({"kernel": kernel, "options": label, "arch": arch, "error": str(e)})
+    if not results:
+        raise UserError(f"no configuration of the matrix exists with these flags (e.g. {skipped[0]['arch']} "
+                        f"{skipped[0]['options']}: {skipped[0]['error']})")
     if args.json:
-        print_json({"rows": [{"options": label, **v.as_dict()} for label, v in results]})
+        print_json({"rows": [{"options": label, **v.as_dict()} for label, v in results], "skipped": skipped})
         return
-    print(layout_report.hazard_table(results))
+    print(layout_report.hazard_table(results, skipped))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,18 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(o)
     o.set_defaults(func=cmd_overlap)
 
-    m = sub.add_parser("matrix", help="size and mapping/ptl offsets across all arches")
+    m = sub.add_parser("matrix", help="size and mapping/ptl offsets across all arches (or --arch's), "
+                                      "with the option sets plus any flags given")
     m.add_argument("struct", metavar="STRUCT", nargs="?", default="page")
     m.add_argument("--json", action="store_true")
-    add_config_args(m, kernel_default=None)
+    add_config_args(m, kernel_default=None, arch_help="all")
     m.set_defaults(func=cmd_matrix)
 
     h = sub.add_parser("hazard", help="can page->ptl ever put a stable_node's key into page->mapping?")
-    h.add_argument("--all", action="store_true", help="every arch x the matrix's option sets")
+    h.add_argument("--all", action="store_true",
+                   help="every arch (or --arch's) x the matrix's option sets, each with the flags given "
+                        "(--page-offset, --mem-map, --nr-cpus, --split-ptlock-cpus, -e, -d)")
     h.add_argument("--max-mem", type=number, metavar="BYTES",
                    help="size of the direct map (default 896 MiB on 32-bit, 1 TiB on 64-bit)")
     h.add_argument("--json", action="store_true")
-    add_config_args(h, kernel_default=None, kernel_help="both with --all, else 2.6.33")
+    add_config_args(h, kernel_default=None, kernel_help="both with --all, else 2.6.33",
+                    arch_help="all with --all, else x86_64")
     h.set_defaults(func=cmd_hazard)
     return p
 

@@ -23,33 +23,45 @@ def at_json(lay: Layout, cfg: Config, start: int, size: int, covers: list[Cover]
 
 def at_text(lay: Layout, cfg: Config, start: int, size: int, covers: list[Cover], holes: list[int]) -> str:
     rng = f"{start:#x}" if size == 1 else f"{start:#x}..{start + size - 1:#x}"
-    lines = [f"{lay.name} bytes {rng} ({start}:{size}), {cfg.arch.name} {cfg.kernel}:",
+    lines = [f"{lay.name} bytes {rng} (offset {start}, size {size}), {cfg.arch.name} {cfg.kernel}:",
              "  " + (" / ".join(c.label() for c in covers) or "(no member)")]
     if holes:
         lines.append(f"  padding or hole at: {', '.join(str(b) for b in holes)}")
+    if covers:
+        lines.append("  (MEMBER+0xN: starting N bytes into MEMBER; [A:B]: MEMBER's bytes A..B-1 lie there)")
     return "\n".join(lines)
 
 
-def matrix_text(struct: str, rows: list[dict]) -> str:
-    lines = [f"struct {struct}: size[ mapping@off][ ptl@off+size]  ('-' = no split ptlock)"]
-    width = 20
-    lines.append(f"{'kernel':7} {'options':32}" + "".join(f"{a:>{width}}" for a in ARCHES))
+def _matrix_cell(r: dict, page: bool) -> str:
+    if "error" in r:
+        return "n/a"
+    t = str(r["size"])
+    if not page:
+        return t
+    if r.get("mapping") is not None:
+        t += f" m@{r['mapping']}"
+    return t + (f" ptl@{r['ptl']}+{r['ptl_size']}" if r.get("ptl") is not None else " -")
+
+
+def matrix_text(struct: str, rows: list[dict], width: int = 100) -> str:
+    """The matrix, its arch columns split into blocks that fit `width` columns."""
+    page = struct.removeprefix("struct ").strip() == "page"
+    lines = [f"struct {struct}: size m@mapping offset ptl@offset+size ('-': no split ptlock)" if page
+             else f"struct {struct}: size in bytes"]
     by_key: dict[tuple[str, str], dict[str, dict]] = {}
     for r in rows:
         by_key.setdefault((r["kernel"], r["options"]), {})[r["arch"]] = r
-    for (kernel, label), cells in by_key.items():
-        texts = []
-        for a in ARCHES:
-            r = cells[a]
-            if "error" in r:
-                texts.append("n/a")
-                continue
-            t = str(r["size"])
-            if r.get("mapping") is not None:
-                t += f" m@{r['mapping']}"
-            t += f" ptl@{r['ptl']}+{r['ptl_size']}" if r.get("ptl") is not None else " -"
-            texts.append(t)
-        lines.append(f"{kernel:7} {label:32}" + "".join(f"{t:>{width}}" for t in texts))
+    arches = [a for a in ARCHES if any(a in cells for cells in by_key.values())]
+    cells = {k: {a: _matrix_cell(c[a], page) for a in arches} for k, c in by_key.items()}
+    col = 2 + max([len(a) for a in arches] + [len(t) for c in cells.values() for t in c.values()])
+    label = max([len("options")] + [len(label) for _, label in by_key]) + 1
+    per_block = max(1, (width - 8 - label) // col)
+    for b in range(0, len(arches), per_block):
+        block = arches[b:b + per_block]
+        lines.append("")
+        lines.append(f"{'kernel':7} {'options':{label}}" + "".join(f"{a:>{col}}" for a in block))
+        for (kernel, opts), texts in cells.items():
+            lines.append(f"{kernel:7} {opts:{label}}" + "".join(f"{texts[a]:>{col}}" for a in block))
     return "\n".join(lines)
 
 
@@ -67,9 +79,12 @@ def hazard_text(v: Verdict) -> str:
     return "\n".join(lines)
 
 
-def hazard_table(results: list[tuple[str, Verdict]]) -> str:
+def hazard_table(results: list[tuple[str, Verdict]], skipped: list[dict] = ()) -> str:
     lines = [f"{'kernel':7} {'options':32} {'arch':8} verdict"]
     for label, v in results:
         lines.append(f"{v.config.kernel:7} {label:32} {v.config.arch.name:8} {v.verdict}"
                      + (f": {len(v.candidates)} key-like states" if v.candidates else ""))
+    if skipped:
+        lines.append(f"({len(skipped)} combinations do not exist with these flags, e.g. {skipped[0]['kernel']} "
+                     f"{skipped[0]['options']} {skipped[0]['arch']}: {skipped[0]['error']})")
     return "\n".join(lines)

@@ -14,16 +14,17 @@ stable_node address) translates to a file offset and back. The struct page
 array is region "mem_map" at the config's mem_map address; the regions the
 emulation adds live in the direct map (PAGE_OFFSET + a physical offset), as
 kmalloc'd objects do. Everything here reads and checks; nothing maps or writes.
+A header is read from the open file that is then mapped, never by path twice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from .kconfig import Config
 
@@ -64,10 +65,13 @@ def align_up(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
+DATA_START = align_up(PREFIX.size + HEADER_MAX)  # the first byte a region may use: after the header
+
+
 def layout_regions(cfg: Config, nr_pages: int, page_size: int,
                     specs: Iterable[RegionSpec]) -> list[Region]:
     regions = []
-    off = align_up(PREFIX.size + HEADER_MAX)
+    off = DATA_START
     regions.append(Region("mem_map", off, nr_pages * page_size, cfg.mem_map))
     off = align_up(off + nr_pages * page_size)
     phys = DIRECT_MAP_START
@@ -94,8 +98,9 @@ def layout_regions(cfg: Config, nr_pages: int, page_size: int,
 def check_regions(regions: list[Region], file_size: int | None, cfg: Config) -> None:
     limit = 1 << cfg.arch.word_bits
     for r in regions:
-        if r.offset % ALIGN or r.offset < PREFIX.size or r.size < 0:
-            raise MachineError(f"region {r.name!r} at file offset {r.offset} is misplaced")
+        if r.offset % ALIGN or r.offset < DATA_START or r.size < 0:
+            raise MachineError(f"region {r.name!r} at file offset {r.offset} is misplaced "
+                               f"(regions start at {DATA_START}, {ALIGN}-aligned)")
         if file_size is not None and r.offset + r.size > file_size:
             raise MachineError(f"region {r.name!r} (offset {r.offset}, size {r.size}) lies beyond "
                                f"the end of the file ({file_size} bytes): truncated?")
@@ -113,36 +118,104 @@ def check_regions(regions: list[Region], file_size: int | None, cfg: Config) -> 
                                f"address space ({a.base:#x}, {b.base:#x})")
 
 
-def read_header(path: str | os.PathLike) -> dict:
-    """Read and check a machine file's header without mapping or writing it."""
-    path = Path(path)
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def open_regular(path: str | os.PathLike, flags: int) -> int:
+    """Open an existing machine file, refusing anything but a regular file
+    before any open that could block (a FIFO) or act (a device)."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            prefix = f.read(PREFIX.size)
-            if len(prefix) < PREFIX.size:
-                raise MachineError(f"{path}: {size} bytes is too short for a machine header (truncated?)")
-            magic, version, n = PREFIX.unpack(prefix)
-            if magic != MAGIC:
-                raise MachineError(f"{path}: not a ksm-emu machine file (bad magic {magic!r})")
-            if version != FORMAT_VERSION:
-                raise MachineError(f"{path}: format version {version}, this ksm-emu reads {FORMAT_VERSION}")
-            if n > HEADER_MAX:
-                raise MachineError(f"{path}: header length {n} exceeds {HEADER_MAX}")
-            blob = f.read(n)
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise MachineError(f"{path}: is a directory, not a machine file")
+        if not stat.S_ISREG(st.st_mode):
+            raise MachineError(f"{path}: is a {file_kind(st.st_mode)}, not a machine file")
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MachineError(f"{path}: no such machine file") from None
-    except IsADirectoryError:
-        raise MachineError(f"{path}: is a directory, not a machine file") from None
     except PermissionError:
         raise MachineError(f"{path}: permission denied") from None
+    except (OSError, ValueError) as e:  # ELOOP, ENOTDIR, ENAMETOOLONG, a NUL byte
+        raise MachineError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
+        os.close(fd)
+        raise MachineError(f"{path}: not a regular file")
+    return fd
+
+
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """Read and check a machine file's header without mapping or writing it."""
+    fd = open_regular(path, os.O_RDONLY)
+    try:
+        return read_header_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_header_fd(fd: int, path: str | os.PathLike) -> dict:
+    """The header of the open file `fd`, every field checked for type and range
+    (a hostile file gets a MachineError, never a crash or a silent conversion)."""
+    try:
+        size = os.fstat(fd).st_size
+        prefix = os.pread(fd, PREFIX.size, 0)
+        if len(prefix) < PREFIX.size:
+            raise MachineError(f"{path}: {size} bytes is too short for a machine header (truncated?)")
+        magic, version, n = PREFIX.unpack(prefix)
+        if magic != MAGIC:
+            raise MachineError(f"{path}: not a ksm-emu machine file (bad magic {magic!r})")
+        if version != FORMAT_VERSION:
+            raise MachineError(f"{path}: format version {version}, this ksm-emu reads {FORMAT_VERSION}")
+        if n > HEADER_MAX:
+            raise MachineError(f"{path}: header length {n} exceeds {HEADER_MAX}")
+        blob = os.pread(fd, n, PREFIX.size)
+    except OSError as e:
+        raise MachineError(f"{path}: {e.strerror}") from None
     if len(blob) < n:
         raise MachineError(f"{path}: header truncated ({len(blob)} of {n} bytes)")
     try:
         header = json.loads(blob)
-        header["file_size"] = size
-        for key in ("config", "nr_pages", "page_size", "regions"):
-            header[key]  # noqa: B018 - presence check
-    except (ValueError, KeyError, TypeError) as e:
-        raise MachineError(f"{path}: header is corrupt ({e})") from None
+    except RecursionError:
+        raise MachineError(f"{path}: header is corrupt (JSON nested too deeply)") from None
+    except ValueError as e:
+        raise MachineError(f"{path}: header is corrupt ({str(e)[:80]})") from None
+    check_header(header, path)
+    header["file_size"] = size
     return header
+
+
+def check_header(h: object, path: str | os.PathLike) -> None:
+    """Types and ranges of the header's fields (the config is checked by kconfig.from_dict)."""
+
+    def bad(what: str) -> MachineError:
+        return MachineError(f"{path}: header is corrupt ({what})")
+
+    if not isinstance(h, dict):
+        raise bad(f"a JSON {type(h).__name__}, not an object")
+    for key in ("config", "nr_pages", "page_size", "regions"):
+        if key not in h:
+            raise bad(f"no {key!r}")
+    if not isinstance(h["config"], dict):
+        raise bad("config is not an object")
+    if not isinstance(h.get("meta", {}), dict):
+        raise bad("meta is not an object")
+    for key in ("nr_pages", "page_size"):
+        if not _int(h[key]) or h[key] < 1:
+            raise bad(f"{key} is {h[key]!r}, not a positive integer")
+    if not isinstance(h["regions"], list):
+        raise bad("regions is not a list")
+    for r in h["regions"]:
+        if not isinstance(r, dict) or not isinstance(r.get("name"), str):
+            raise bad(f"region {str(r)[:60]} has no name")
+        for key in ("offset", "size", "base"):
+            if not _int(r.get(key)) or r[key] < 0:
+                raise bad(f"region {r['name']!r}: {key} is {r.get(key)!r}, not an integer >= 0")

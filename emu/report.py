@@ -4,19 +4,28 @@ and its rendering. `ksm-emu run` and `ksm-emu kmem` both decode through here."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .check.shadow import KSM, PAGETABLE, STATE_NAMES, W_PTL, WRITER_NAMES
 from .check.violations import (
+    BAD_COUNT,
+    BAD_FLAGS,
+    BAD_MAPCOUNT,
+    BAD_MAPPING,
+    V_BAD_PAGE,
     V_CHANGED_WHILE_REF,
+    V_DOUBLE_ALLOC,
     V_FALSE_OPEN,
     V_KEY_FORGED,
+    V_NODE_FREED_WITH_KEY,
     VIOLATION_DTYPE,
     VIOLATION_NAMES,
 )
 from .machine import Machine
 from .mm.context import ROLE_NAMES
-from .mm.regions import COUNTERS, LATENCY_DTYPE
+from .mm.regions import COUNTERS, LAT_ANON, LAT_KSM, LAT_NBUCKETS, LAT_REL_ERROR, latency_bucket_bounds
 
 
 def mapping_members(m: Machine, mapping: int) -> list[str]:
@@ -49,14 +58,18 @@ def decode_mapping(m: Machine, mapping: int, state: int, node: int) -> str:
     return f"address_space/driver {mapping:#x}"
 
 
+_BAD_BITS = ((BAD_MAPCOUNT, "_mapcount"), (BAD_MAPPING, "mapping"), (BAD_COUNT, "_count"), (BAD_FLAGS, "flags"))
+
+
 def decode_violation(m: Machine, rec: np.void) -> dict:
+    """A violation record as data; `m` needs only cfg and page_layout."""
     cfg = m.cfg
     mapping = int(rec["mapping"])
     writer = int(rec["writer"])
     kind = int(rec["kind"])
     detail = int(rec["detail"])
     out = {
-        "kind": VIOLATION_NAMES[kind],
+        "kind": VIOLATION_NAMES[kind] if kind < len(VIOLATION_NAMES) else str(kind),
         "pfn": int(rec["pfn"]),
         "stable_node": f"{int(rec['node']):#x}" if rec["node"] else None,
         "expected_key": f"{int(rec['expected']):#x}" if rec["expected"] else None,
@@ -64,12 +77,16 @@ def decode_violation(m: Machine, rec: np.void) -> dict:
         "mapping_bytes": mapping.to_bytes(cfg.word_bytes, cfg.byte_order).hex(" "),
         "written_by": WRITER_NAMES[writer] if writer < len(WRITER_NAMES) else str(writer),
         "union_members": mapping_members(m, mapping) if writer == W_PTL and m.page_layout.has("ptl") else [],
-        "role": ROLE_NAMES[int(rec["role"])], "cpu": int(rec["cpu"]),
+        "role": ROLE_NAMES[int(rec["role"])] if int(rec["role"]) < len(ROLE_NAMES) else str(int(rec["role"])),
+        "cpu": int(rec["cpu"]),
     }
-    if kind in (V_FALSE_OPEN, V_CHANGED_WHILE_REF, V_KEY_FORGED):
+    # the record's detail word, named for its kind
+    if kind in (V_FALSE_OPEN, V_CHANGED_WHILE_REF, V_DOUBLE_ALLOC, V_KEY_FORGED):
         out["page_really_is"] = STATE_NAMES[detail] if detail < len(STATE_NAMES) else str(detail)
-    elif detail:
-        out["detail"] = detail
+    elif kind == V_BAD_PAGE:
+        out["free_pages_check"] = [f"bad {name}" for bit, name in _BAD_BITS if detail & bit]
+    elif kind == V_NODE_FREED_WITH_KEY:
+        out["page_count"] = detail - (1 << 32) if detail >= 1 << 31 else detail
     return out
 
 
@@ -80,12 +97,22 @@ def violation_records(world: object) -> np.ndarray:
     return m.region_array("violations", VIOLATION_DTYPE)[:n]
 
 
-def percentiles(ns: np.ndarray) -> dict:
-    if not len(ns):
+def percentiles(hist: np.void) -> dict:
+    """p50, p99 (nearest rank) and max in us from one latency histogram record:
+    a percentile is its bucket's midpoint, within LAT_REL_ERROR of the true
+    value; max and n are exact."""
+    buckets = np.asarray(hist["buckets"], dtype=np.uint64)
+    n = int(buckets.sum())
+    if not n:
         return {"p50": None, "p99": None, "max": None, "n": 0}
-    us = ns / 1000.0
-    return {"p50": round(float(np.percentile(us, 50)), 1), "p99": round(float(np.percentile(us, 99)), 1),
-            "max": round(float(us.max()), 1), "n": int(len(us))}
+    cum = np.cumsum(buckets)
+    top = int(hist["max"])
+    out = {}
+    for name, q in (("p50", 0.50), ("p99", 0.99)):
+        i = int(np.searchsorted(cum, max(1, math.ceil(q * n))))
+        lo, hi = latency_bucket_bounds(i)
+        out[name] = round(min((lo + hi) / 2, top) / 1000.0, 1)
+    return {**out, "max": round(top / 1000.0, 1), "n": n}
 
 
 def counts(world: object) -> dict[str, int]:
@@ -93,33 +120,37 @@ def counts(world: object) -> dict[str, int]:
     return {name: h.load(base + 8 * i, 8) for i, name in enumerate(COUNTERS)}
 
 
-def summarise(spec: object, world: object, elapsed: float, roles: list[dict], died: list[dict],
-              interrupted: bool) -> dict:
-    m, h, o = world.machine, world.host_mem, world.offsets
-    c = counts(world)
-    nlat = min(h.load(o["ctl_nlat"], 8), world.geo.latency_capacity)
-    lat = m.region_array("latency", LATENCY_DTYPE)[:nlat]
-    by_kind = {name: h.load(o["ctl_by_kind"] + 8 * i, 8) for i, name in enumerate(VIOLATION_NAMES)}
-    out = {
+def summarise(spec: object, view: object, elapsed: float, roles: list[dict], died: list[dict],
+              interrupted: str | None, notes: list[str] = ()) -> dict:
+    """The run's summary from a RunView (the state file's bookkeeping regions)."""
+    c = view.counts()
+    lat = view.latency()
+    records = view.violation_records()
+    by_kind = view.by_kind()
+    return {
         "config": spec.cfg.as_dict(),
         "protocol": spec.protocol,
         "pages": spec.pages,
         "emulated_bytes": spec.pages * 4096,
         "duration_s": round(elapsed, 2),
         "seed": spec.seed,
+        "pid": spec.pid,
         "roles": roles,
         "counts": c,
-        "reclaim_time_to_free_us": percentiles(lat["ns"][lat["kind"] == 1]),
-        "reclaim_time_to_free_anon_us": percentiles(lat["ns"][lat["kind"] == 0]),
-        "violations": [decode_violation(m, r) for r in violation_records(world)],
+        "reclaim_time_to_free_us": percentiles(lat[LAT_KSM]),
+        "reclaim_time_to_free_anon_us": percentiles(lat[LAT_ANON]),
+        "latency_histogram": {"relative_error": LAT_REL_ERROR, "buckets": LAT_NBUCKETS,
+                              "covers": "every page freed after reclaim chose it"},
+        "violations": [decode_violation(view, r) for r in records],
         "violations_total": c["violations"],
         "violations_by_kind": {k: v for k, v in by_kind.items() if v},
+        "violation_records_per_kind": view.violation_capacity // len(VIOLATION_NAMES),
         "died": died,
-        "interrupted": interrupted,
+        "notes": list(notes),
+        "interrupted": bool(interrupted),
+        "interrupted_by": interrupted,
         "state": spec.state,
     }
-    del lat
-    return out
 
 
 def progress_line(c: dict[str, int], t: float, total: float) -> str:
@@ -128,11 +159,47 @@ def progress_line(c: dict[str, int], t: float, total: float) -> str:
             f"violations {c['violations']}   ")
 
 
-def render_summary(s: dict) -> str:
+def _violation_line(v: dict) -> str:
+    parts = [f"pfn {v['pfn']}"]
+    if v["stable_node"]:
+        parts.append(f"stable_node {v['stable_node']}")
+    if v["expected_key"]:
+        parts.append(f"expected key {v['expected_key']}")
+    members = f" ({', '.join(v['union_members'])})" if v["union_members"] else ""
+    parts.append(f"mapping {v['mapping']} [{v['mapping_bytes']}] written by {v['written_by']}{members}")
+    if "page_really_is" in v:
+        parts.append(f"page really is {v['page_really_is']}")
+    if v.get("free_pages_check"):
+        parts.append("free_pages_check: " + ", ".join(v["free_pages_check"]))
+    if "page_count" in v:
+        parts.append(f"page _count {v['page_count']}")
+    return f"  {v['kind']}: {', '.join(parts)}; seen by {v['role']} on CPU {v['cpu']}"
+
+
+def first_of_each_kind(violations: list[dict], limit: int) -> list[dict]:
+    """The first record of every kind, then the others in order, up to `limit`:
+    a flood of one kind cannot bury another."""
+    firsts, seen = [], set()
+    for v in violations:
+        if v["kind"] not in seen:
+            seen.add(v["kind"])
+            firsts.append(v)
+    rest = [v for v in violations if not any(v is f for f in firsts)]
+    return (firsts + rest)[:limit]
+
+
+def _latency_line(r: dict, what: str) -> str:
+    if not r["n"]:
+        return f"reclaim time to free ({what}): no page reached the free list"
+    return (f"reclaim time to free ({what}): p50 {r['p50']} us, p99 {r['p99']} us, max {r['max']} us "
+            f"over all {r['n']} pages (percentiles within {LAT_REL_ERROR:.1%})")
+
+
+def render_summary(s: dict, shown: int = 20) -> str:
     c = s["config"]
     lines = [f"ksm-emu run: {c['arch']} {c['kernel']}, protocol {s['protocol']}, {s['pages']} pages "
              f"({s['emulated_bytes'] >> 20} MiB emulated), {s['duration_s']} s, seed {s['seed']}"
-             + (" (interrupted: partial)" if s["interrupted"] else "")]
+             + (f" (interrupted by {s['interrupted_by']}: partial)" if s["interrupted"] else "")]
     lines.append("roles: " + ", ".join(f"{r['role']} cpu{r['cpu']}" for r in s["roles"]))
     k = s["counts"]
     lines.append(f"get_ksm_page: {k['get_ksm_page_ok']} ok, {k['get_ksm_page_stale']} stale; "
@@ -141,26 +208,21 @@ def render_summary(s: dict) -> str:
     lines.append(f"pages allocated {k['pages_allocated']}, freed {k['pages_freed']}; reclaimed "
                  f"{k['reclaimed']} (ptes unmapped {k['reclaim_unmapped']}); ksmd passes "
                  f"{k['ksmd_passes']}; ptl locks {k['ptl_locks']}")
-    for key, what in (("reclaim_time_to_free_us", "KSM pages"), ("reclaim_time_to_free_anon_us", "anon pages")):
-        r = s[key]
-        if r["n"]:
-            lines.append(f"reclaim time to free ({what}): p50 {r['p50']} us, p99 {r['p99']} us, "
-                         f"max {r['max']} us, n {r['n']}")
-        else:
-            lines.append(f"reclaim time to free ({what}): no page reached the free list")
+    lines.append(_latency_line(s["reclaim_time_to_free_us"], "KSM pages"))
+    lines.append(_latency_line(s["reclaim_time_to_free_anon_us"], "anon pages"))
     for d in s["died"]:
         lines.append(f"DIED: {d['how']}")
+    for note in s.get("notes", []):
+        lines.append(f"note: {note}")
     if s["violations_total"]:
         lines.append(f"VIOLATIONS: {s['violations_total']} ("
                      + ", ".join(f"{k}: {v}" for k, v in s["violations_by_kind"].items()) + ")")
-        for v in s["violations"][:20]:
-            extra = f", page really is {v['page_really_is']}" if "page_really_is" in v else ""
-            lines.append(f"  {v['kind']}: pfn {v['pfn']}, stable_node {v['stable_node']}, expected key "
-                         f"{v['expected_key']}, mapping {v['mapping']} [{v['mapping_bytes']}] written by "
-                         f"{v['written_by']}{' (' + ', '.join(v['union_members']) + ')' if v['union_members'] else ''}"
-                         f"{extra}; seen by {v['role']} on CPU {v['cpu']}")
-        if len(s["violations"]) > 20:
-            lines.append(f"  ... {len(s['violations']) - 20} more in --json")
+        recorded = s["violations"]
+        lines.extend(_violation_line(v) for v in first_of_each_kind(recorded, shown))
+        if len(recorded) > shown or s["violations_total"] > len(recorded):
+            lines.append(f"  (the first of each kind, then in order: {min(shown, len(recorded))} of the "
+                         f"{len(recorded)} records kept, which --json lists; records are kept up to "
+                         f"{s['violation_records_per_kind']} per kind, the counts above are of all)")
     else:
         lines.append("violations: none")
     lines.append(f"state file: {s['state']}")

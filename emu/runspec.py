@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 from .kconfig import Config
 
-DEFAULT_STATE = "/dev/shm/ksm-emu.state"
-
 
 @dataclass
 class RunSpec:
@@ -20,10 +18,12 @@ class RunSpec:
     pages_to_scan: int = 100
     sleep_ms: float = 20.0
     seed: int = 1
-    state: str = DEFAULT_STATE
+    state: str | None = None  # None: a fresh file in the user's state directory (emu.statefile)
+    overwrite: bool = False  # an existing --state may be replaced (never one a live run holds)
     window_us: float = 0.0
     ptl_hold_us: float = 20.0
     progress: bool = True
+    pid: int = 0  # the launcher's, recorded in the state file's meta
 
     def role_names(self) -> list[str]:
         return ["ksmd", "reclaim"] + [f"allocator.{i}" for i in range(self.allocators)]

@@ -108,7 +108,7 @@ def test_matrix(capsys):
     assert rows[("2.6.33", "PREEMPT DEBUG_SPINLOCK", "ppc64")]["ptl"] is None
     assert rows[("2.6.33", "SMP", "i386")]["size"] == 32
     code, out, _ = run(capsys, "matrix")
-    assert code == 0 and "ppc64" in out.splitlines()[1] and "m@24" in out
+    assert code == 0 and "ppc64" in out and "m@24" in out and max(map(len, out.splitlines())) <= 100
 
 
 @pytest.mark.parametrize("argv,msg", [
@@ -152,3 +152,47 @@ def test_layout_tool_needs_no_compiled_extension():
     r = subprocess.run([sys.executable, "-c", "import sys; sys.modules['emu._atomics'] = None\n"
                         "import emu.mm.boot"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "emu._atomics" in r.stderr
+
+
+def test_hazard_all_honours_the_flags(capsys):
+    """The README's example: --all with the seed's page offset shows the HAZARD."""
+    code, out, _ = run(capsys, "hazard", "--all", "--page-offset", "0xdead4eacff000000")
+    assert code == 0 and "2.6.32  PREEMPT DEBUG_SPINLOCK           ppc64    HAZARD" in out
+    code, out, _ = run(capsys, "hazard", "--all", "--json", "--arch", "ppc64", "--nr-cpus", "4",
+                       "--page-offset", "0xdead4eacff000000")
+    d = json.loads(out)
+    assert {r["config"]["arch"] for r in d["rows"]} == {"ppc64"}
+    assert {r["config"]["NR_CPUS"] for r in d["rows"]} == {4} and d["skipped"]  # the UP sets cannot take it
+    assert any(r["verdict"] == "HAZARD" for r in d["rows"])
+    code, out, _ = run(capsys, "hazard", "--all", "--json", "--split-ptlock-cpus", "999999", "--arch", "x86_64")
+    assert {r["verdict"] for r in json.loads(out)["rows"]} == {"no ptl"}
+
+
+def test_hazard_labels_read_forwards(capsys):
+    code, out, _ = run(capsys, "hazard", "--json", *PPC)
+    states = [k["state"] for k in json.loads(out)["key_values"]]
+    assert "held by CPU 3, owner_cpu set, owner not yet (or already cleared), break_lock 0" in states
+    assert "held by CPU 3, owner_cpu and owner set (fully held), break_lock 0" in states
+
+
+def test_hazard_refuses_a_direct_map_past_the_address_space(capsys):
+    code, _, err = run(capsys, "hazard", "--page-offset", "0xffffffffff000000")
+    assert code == 2 and "runs past the 64-bit address space" in err
+    code, _, err = run(capsys, "hazard", "--arch", "i386", "--max-mem", str(1 << 32))
+    assert code == 2 and "32-bit" in err
+
+
+def test_matrix_honours_arch_and_cpus_and_fits(capsys):
+    code, out, _ = run(capsys, "matrix", "--json", "--arch", "ppc64", "--nr-cpus", "2")
+    rows = json.loads(out)["rows"]
+    assert {r["arch"] for r in rows} == {"ppc64"}
+    smp = [r for r in rows if r["options"] == "SMP"]
+    assert all(r["use_split_ptlocks"] is False for r in smp)  # NR_CPUS 2 < SPLIT_PTLOCK_CPUS 4
+    code, out, _ = run(capsys, "matrix", "spinlock_t")
+    assert "ptl@" not in out and "m@" not in out and "struct spinlock_t: size in bytes" in out
+    assert max(map(len, out.splitlines())) <= 100
+
+
+def test_show_at_explains_its_notation(capsys):
+    code, out, _ = run(capsys, "show", "page", "--at", "28:4", *PPC)
+    assert "(offset 28, size 4)" in out and "[A:B]: MEMBER's bytes A..B-1" in out

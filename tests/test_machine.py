@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -202,3 +203,119 @@ def test_page_refs_bug_on_zero(tmp_path):
     assert page_mapping_raw(mm, pfn) == 3 and bytes(m.mm[m.page_offset(pfn) + mm.mapping_rel:][:8]) == \
         (3).to_bytes(8, "big")
     w.close()
+
+
+# -- hostile headers: each a MachineError naming the field, never a crash ----
+
+def _deep(n):
+    return "[" * n + "]" * n
+
+
+HOSTILE = {
+    "config is a list": (lambda h: h.update(config=[1, 2]), "config is not an object"),
+    "config is a string": (lambda h: h.update(config="x86_64"), "config is not an object"),
+    "arch is a list": (lambda h: h["config"].update(arch=["x86_64"]), "arch is"),
+    "NR_CPUS is a string": (lambda h: h["config"].update(NR_CPUS="64"), "NR_CPUS is '64', not a int"),
+    "PAGE_OFFSET is a string": (lambda h: h["config"].update(PAGE_OFFSET="0"), "PAGE_OFFSET"),
+    "MEM_MAP is a float": (lambda h: h["config"].update(MEM_MAP=1.5), "MEM_MAP"),
+    "SMP is a number": (lambda h: h["config"].update(SMP=1), "SMP"),
+    "nr_pages is a float": (lambda h: h.update(nr_pages=64.0), "nr_pages is 64.0"),
+    "nr_pages is 0": (lambda h: h.update(nr_pages=0), "nr_pages is 0"),
+    "nr_pages is true": (lambda h: h.update(nr_pages=True), "nr_pages is True"),
+    "region name is a list": (lambda h: h["regions"][1].update(name=["x"]), "has no name"),
+    "region offset is a float": (lambda h: h["regions"][1].update(offset=float(h["regions"][1]["offset"])),
+                                 "offset is"),
+    "region offset is a string": (lambda h: h["regions"][1].update(offset=str(h["regions"][1]["offset"])),
+                                  "offset is"),
+    "region inside the header": (lambda h: h["regions"][1].update(offset=4096), "misplaced"),
+    "regions is an object": (lambda h: h.update(regions={}), "regions is not a list"),
+    "meta is a list": (lambda h: h.update(meta=[]), "meta is not an object"),
+    "header is a list": (lambda h: h.clear(), "no 'config'"),
+}
+
+
+@pytest.mark.parametrize("what", list(HOSTILE))
+def test_hostile_header_refused(make_machine, what):
+    m, path = make_machine(resolve("ppc64"), nr_pages=64)
+    m.close()
+    mutate, msg = HOSTILE[what]
+    _rewrite_header(path, mutate)
+    before = digest(path)
+    with pytest.raises(MachineError, match=re.escape(msg) if "(" not in msg else msg):
+        attach(path, readonly=True)
+    assert digest(path) == before
+
+
+def test_hostile_json_refused(make_machine):
+    m, path = make_machine(nr_pages=8)
+    m.close()
+    for blob, msg in ((_deep(5000).encode(), "nested too deeply"), (b"[1, 2]", "not an object"),
+                      (b"\xff\xfe", "corrupt")):
+        with open(path, "r+b") as f:
+            f.write(PREFIX.pack(b"KSMEMU\x00\x01", 1, len(blob)) + blob)
+        with pytest.raises(MachineError, match=msg):
+            attach(path)
+
+
+def test_special_and_broken_paths_refused(tmp_path):
+    """FIFOs are refused before an open that would block; OS errors are one message."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    (tmp_path / "file").write_text("x")
+    for path, msg in ((fifo, "is a FIFO"), (loop, "symbolic links"), (tmp_path / "file" / "x", "Not a directory"),
+                      (tmp_path / ("n" * 300), "File name too long"), ("/dev/null", "character device")):
+        with pytest.raises(MachineError, match=msg):
+            attach(path, readonly=True)
+
+
+def test_readonly_attach(make_machine):
+    m, path = make_machine(nr_pages=16)
+    m.atomics.store(m.page_offset(3) + m.page_layout.offset("flags"), 8, 0x1234)
+    os.chmod(path, 0o400)
+    ro = attach(path, readonly=True)
+    off = ro.page_offset(3) + ro.page_layout.offset("flags")
+    assert ro.atomics.load(off, 8) == 0x1234 and int(ro.pages[3]["flags"]) == 0x1234
+    with pytest.raises(MachineError, match="read-only"):
+        ro.atomics.store(off, 8, 0)
+    with pytest.raises(MachineError, match="read-only"):
+        ro.atomics.cas(off, 8, 0x1234, 0)
+    with pytest.raises(ValueError, match="read-only"):
+        ro.pages["flags"][3] = 0
+    with pytest.raises(IndexError):
+        ro.atomics.load(ro.size, 8)
+    assert int(m.pages[3]["flags"]) == 0x1234
+    ro.close()
+
+
+def test_attach_maps_the_file_it_checked(make_machine, monkeypatch):
+    """A file replaced between the header check and the map is not what gets
+    mapped: attach maps the descriptor it read (the replacement is forced
+    right after the header is read)."""
+    import emu.machine as machine
+
+    good, path = make_machine(resolve("x86_64"), nr_pages=16)
+    good.atomics.store(good.page_offset(1) + good.page_layout.offset("flags"), 8, 0xC0FFEE)
+    other, opath = make_machine(resolve("ppc64"), nr_pages=32)
+    real = machine.read_header_fd
+
+    def swap_after_read(fd, p):
+        h = real(fd, p)
+        os.replace(opath, path)  # the path now names another machine
+        return h
+
+    monkeypatch.setattr(machine, "read_header_fd", swap_after_read)
+    m = attach(path)
+    assert m.cfg.arch.name == "x86_64" and m.nr_pages == 16 and int(m.pages[1]["flags"]) == 0xC0FFEE
+    m.close()
+
+
+def test_addr_to_offset_refuses_bad_sizes(make_machine):
+    m, _ = make_machine(nr_pages=8)
+    page = m.pfn_to_page(2)
+    for size in (0, -200):
+        with pytest.raises(ValueError, match="at least one byte"):
+            m.addr_to_offset(page, size)
+    with pytest.raises(ValueError, match="no region"):
+        m.addr_to_offset(m.pfn_to_page(7), 2 * m.page_size)

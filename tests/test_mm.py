@@ -195,7 +195,7 @@ def test_bad_page_caught(world, platform):
     use_page(w.ksmd, DRIVER, pfn, {"driver": w.obj.driver[0]})
     put_page(w.ksmd, pfn)  # a driver that forgets to clear mapping before the put
     (v,) = w.violations()
-    assert v["code"] == V_BAD_PAGE and v["detail"] == 2 and v["written_by"] == "driver pointer"
+    assert v["code"] == V_BAD_PAGE and v["free_pages_check"] == ["bad mapping"] and v["written_by"] == "driver pointer"
     assert v["mapping"] == hex(w.obj.driver[0])
 
 
@@ -303,4 +303,4 @@ def test_node_freed_under_a_live_page_is_flagged(world, platform):
     kpfn, node = w.merge_pair()
     free_stable_node(w.ksmd, w.tree, node)  # deliberately broken: the page still maps and holds the key
     (v,) = w.violations()
-    assert v["code"] == V_NODE_FREED_WITH_KEY and v["pfn"] == kpfn and v["detail"] == 2
+    assert v["code"] == V_NODE_FREED_WITH_KEY and v["pfn"] == kpfn and v["page_count"] == 2

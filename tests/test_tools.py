@@ -62,3 +62,20 @@ def test_bench_explore_json():
     f = d["first_violation"]
     assert f["explore_schedules"] >= 1 and f["run_cap_s"] == 2 and f["ratio_run_over_explore"] > 0
     assert len(d["pct"]["schedules_to_violation"]) == 2 and set(d["goals"]) >= {"dpor >= 10x fewer schedules than dfs"}
+
+
+def _bench_dirs():
+    return set(Path("/dev/shm").glob("bench-ksm-*")) if Path("/dev/shm").is_dir() else set()
+
+
+def test_bench_ksm_says_what_it_does_and_cleans_up_when_stopped():
+    import signal
+
+    before = _bench_dirs()
+    p = subprocess.Popen([sys.executable, str(TOOLS / "bench_ksm.py"), "--nodes", "20000000", "--skip", "free",
+                          "--skip", "big"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stderr.readline().startswith("bench_ksm: sweep: 20000000 nodes")  # at once, not after a minute
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "removed" in err and "Traceback" not in err
+    assert _bench_dirs() == before

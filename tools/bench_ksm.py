@@ -10,7 +10,9 @@
    allocators; the proportional set size of every process together, against
    the size of the mapping; violations.
 
-Prints a table, or one JSON object with --json.
+Prints a table, or one JSON object with --json; progress goes to stderr as
+each part starts. Every state file lives in one temporary directory that is
+removed at the end, also when the benchmark is stopped (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +35,17 @@ from emu._ksm_sweep import sweep_get_ksm_page
 from emu.check.shadow import KSM, SHADOW_DTYPE
 from emu.kconfig import resolve
 from emu.machine import RegionSpec, create
+
+TMP: Path = Path(".")  # the run's temporary directory (main sets it)
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"bench_ksm: {text}\n")
+    sys.stderr.flush()
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
 
 
 def build_nodes(path: Path, nodes: int, stale_every: int) -> tuple:
@@ -80,7 +94,7 @@ def python_get_ksm_page(a, node_off, node_size, kpfn_rel, nodes_addr, mem_map, p
 
 
 def bench_sweep(nodes: int, py_nodes: int, repeats: int) -> dict:
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+    with tempfile.TemporaryDirectory(dir=TMP) as d:
         m, k, live, sn = build_nodes(Path(d) / "sweep.ksm", nodes, 10)
         lay = m.page_layout
         kw = dict(nodes_off=sn.offset, node_size=k.stable_node.size, kpfn_rel=k.stable_node.member("kpfn")[0],
@@ -116,7 +130,8 @@ def bench_time_to_free(duration: float, pages: int, rates: list[int]) -> list[di
     out = []
     for protocol in ("keyhole", "refcount"):
         for rate in rates:
-            with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+            _say(f"time to free: {protocol}, ksmd {rate} pages per 20 ms, {duration:g} s ...")
+            with tempfile.TemporaryDirectory(dir=TMP) as d:
                 spec = RunSpec(cfg=resolve(), protocol=protocol, pages=pages, duration=duration,
                                pages_to_scan=rate, state=str(Path(d) / "t.state"), progress=False)
                 spec.cpus = assign_cpus(spec, {})
@@ -138,7 +153,8 @@ def _pss_kb(pid: int) -> int:
 
 
 def bench_big_run(pages: int, duration: float) -> dict:
-    state = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)) / "big.state"
+    _say(f"big run: {pages} pages for {duration:g} s ...")
+    state = Path(tempfile.mkdtemp(dir=TMP)) / "big.state"
     cmd = [sys.executable, "-m", "emu.cli", "run", "--pages", str(pages), "--duration", str(duration),
            "--state", str(state), "--json", "-v", "--no-progress"]
     t0 = time.monotonic()
@@ -194,13 +210,23 @@ def main(argv: list[str] | None = None) -> int:
     if min([args.nodes, args.python_nodes, args.repeats, args.pages, args.big_pages, *rates]) < 1 \
             or args.duration <= 0 or args.big_duration <= 0:
         p.error("counts, rates and durations must be positive")
+    global TMP
+    signal.signal(signal.SIGTERM, _stop)
     r: dict = {"cpus": os.cpu_count()}
-    if "sweep" not in args.skip:
-        r["sweep"] = bench_sweep(args.nodes, min(args.python_nodes, args.nodes), args.repeats)
-    if "free" not in args.skip:
-        r["time_to_free"] = bench_time_to_free(args.duration, args.pages, rates)
-    if "big" not in args.skip:
-        r["big_run"] = bench_big_run(args.big_pages, args.big_duration)
+    try:
+        with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                                         prefix="bench-ksm-") as tmp:
+            TMP = Path(tmp)
+            if "sweep" not in args.skip:
+                _say(f"sweep: {args.nodes} nodes ...")
+                r["sweep"] = bench_sweep(args.nodes, min(args.python_nodes, args.nodes), args.repeats)
+            if "free" not in args.skip:
+                r["time_to_free"] = bench_time_to_free(args.duration, args.pages, rates)
+            if "big" not in args.skip:
+                r["big_run"] = bench_big_run(args.big_pages, args.big_duration)
+    except KeyboardInterrupt:
+        _say("stopped; its temporary files are removed")
+        return 130
     r["goals"] = {}
     if "sweep" in r:
         r["goals"]["sweep >= 10M nodes/s"] = r["sweep"]["nogil_nodes_per_s"] >= 10e6

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..mm.regions import LAT_ANON, LAT_KSM, LATENCY_DTYPE, latency_bucket
 from .shadow import FIELDS, FREE, KSM, SHADOW_DTYPE, W_KSM_KEY, W_KSM_NULL
 from .violations import (
     V_BAD_PAGE,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 RAISE, REPORT = "raise", "report"
 _SH = SHADOW_DTYPE.itemsize
+_LAT_MAX, _LAT_BUCKETS = LATENCY_DTYPE.fields["max"][1], LATENCY_DTYPE.fields["buckets"][1]
 _VREC = [(VIOLATION_DTYPE.fields[n][1], VIOLATION_DTYPE.fields[n][0].itemsize) for n in VIOLATION_DTYPE.names]
 
 
@@ -80,7 +82,7 @@ class Truth:
         self.g.fetch_add(self.mm.shadow + pfn * _SH + FIELDS["gen"][0], 4, 1)
         t0 = self._xchg(pfn, "t_reclaim", 0)
         if t0:
-            self.record_latency(self.mm.clock.now_ns() - t0, 1 if was == KSM else 0)
+            self.record_latency(self.mm.clock.now_ns() - t0, LAT_KSM if was == KSM else LAT_ANON)
         return was
 
     def mapping_written(self, pfn: int, writer: int) -> None:
@@ -176,11 +178,16 @@ class Truth:
             h.store(off + o, size, value)
 
     def record_latency(self, ns: int, kind: int) -> None:
+        """One more sample in the `kind` histogram (LAT_ANON, LAT_KSM): every
+        sample counted, whichever process frees the page."""
         mm, h = self.mm, self.h
-        idx = h.fetch_add(mm.ctl_nlat, 8, 1)
-        if idx >= mm.geo.latency_capacity:
-            mm.count("latency_dropped")
-            return
-        off = mm.latency + 16 * idx
-        h.store(off, 8, max(0, ns))
-        h.store(off + 8, 8, kind)
+        ns = max(0, ns)
+        rec = mm.latency + kind * LATENCY_DTYPE.itemsize
+        h.fetch_add(rec + _LAT_BUCKETS + 8 * latency_bucket(ns), 8, 1)
+        h.fetch_add(mm.ctl_nlat, 8, 1)
+        seen = h.load(rec + _LAT_MAX, 8)
+        while ns > seen:  # an atomic max
+            got = h.cas(rec + _LAT_MAX, 8, seen, ns)
+            if got == seen:
+                break
+            seen = got

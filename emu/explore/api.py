@@ -30,6 +30,7 @@ from ..mm.context import MM
 from ..mm.protocol import PROTOCOLS
 from ..mm.regions import PTRS_PER_GROUP, Geometry
 from ..report import decode_violation, mapping_members, violation_records
+from ..statefile import claim
 from . import timeline as tl
 from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
@@ -138,24 +139,27 @@ class Session:
     """A booted world for one scenario and config, with its snapshot."""
 
     def __init__(self, scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int],
-                 state: str | os.PathLike | None = None) -> None:
+                 state: str | os.PathLike | None = None, overwrite: bool = False) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         self.scenario, self.cfg, self.protocol, self.cpus = scenario, cfg, protocol, cpus
-        self._tmp = None
-        mine = state is None  # a temporary file of ours: replace freely; never the user's
-        if state is None:
+        self._tmp = self._claimed = None
+        fd = None
+        if state is None:  # a temporary file of ours, gone with the session
             self._tmp = tempfile.TemporaryDirectory(prefix="ksm-explore-",
                                                     dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
             state = Path(self._tmp.name) / "explore.state"
+        else:  # the user's: created as run creates it (new, private, locked), never over a file
+            self._claimed = claim(state, overwrite)
+            state, fd = self._claimed.path, self._claimed.fd
         ncpus = max([cfg.nr_cpus, *(c + 1 for c in cpus.values())])
         nmms = max(2, len(scenario.roles))
         geo = Geometry(nr_pages=scenario.pages, nslots=2 * PTRS_PER_GROUP, ngroups=2, node_capacity=16,
-                       contents=16, nmms=nmms, violation_capacity=64, latency_capacity=64, ncpus=ncpus)
+                       contents=16, nmms=nmms, violation_capacity=64, ncpus=ncpus)
         base = stable_node_base(cfg)
         self.world = boot(state, cfg, scenario.pages, protocol=protocol, nmms=nmms, geo=geo,
                           extra=scenario.extra, bases={"stable_nodes": base} if base is not None else None,
-                          meta={"scenario": scenario.name, "cpus": cpus}, overwrite=mine)
+                          meta={"scenario": scenario.name, "cpus": cpus}, fd=fd)
         # the setup builds its state as a correct kernel would; a broken variant
         # applies to the explored roles only
         tested = self.world.protocol
@@ -201,6 +205,8 @@ class Session:
 
     def close(self) -> None:
         self.world.close()
+        if self._claimed is not None:  # the file stays; its lock goes
+            self._claimed.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -226,18 +232,19 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
             schedules: int | None = None, seed: int = 0, depth: int = 3, preemption_bound: int | None = None,
             cpus: Mapping[str, int] | None = None, minimize: bool = False, keep_going: bool = False,
             time_limit: float | None = None, state: str | os.PathLike | None = None,
-            progress: Callable[[int, int], None] | None = None) -> Result:
+            overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> Result:
     """Run the scenario's interleavings under `strategy` (dpor, dfs, pct, random)
     until a violation (with `keep_going`, on: the first of each kind is kept),
     the end of the space (`complete`), `schedules` executions or `time_limit`
     seconds. A failing execution becomes a counterexample, replayed once to
     record its timeline; with `state`, the machine file is kept, holding the
-    final state of the last replay."""
+    final state of the last replay (an existing one replaced only with
+    `overwrite`, and only if it is a ksm-emu state file no run holds)."""
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
     strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
-    session = Session(scenario, cfg, protocol, cpu_map, state)
+    session = Session(scenario, cfg, protocol, cpu_map, state, overwrite)
     explored = blocked = steps = 0
     outcomes: Counter = Counter()
     found: list[tuple] = []  # (choices, findings), the first execution of each new kind
@@ -342,8 +349,8 @@ def _minimize(session: Session, choices: tuple[int, ...], kinds: set[str]) -> tu
 
 # -- replaying ----------------------------------------------------------------------------------
 def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int], choices: tuple[int, ...],
-            state: str | os.PathLike | None = None) -> Replayed:
-    session = Session(scenario, cfg, protocol, cpus, state)
+            state: str | os.PathLike | None = None, overwrite: bool = False) -> Replayed:
+    session = Session(scenario, cfg, protocol, cpus, state, overwrite)
     try:
         outcome, env = session.run(Replay(list(choices)), record=True)
         findings = session.findings(outcome, env)
@@ -354,7 +361,7 @@ def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int]
 
 
 def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
-           state: str | os.PathLike | None = None) -> Replayed:
+           state: str | os.PathLike | None = None, overwrite: bool = False) -> Replayed:
     """Re-run a replay string (of a built-in scenario, or of one in `scenarios`)."""
     from . import scenarios as builtin
     from .schedule import decode
@@ -365,4 +372,4 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
         from .schedule import ScheduleError
 
         raise ScheduleError(f"unknown protocol {s.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state)
+    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 
 from ..cliutil import UserError, add_config_args, config_from_args, number, print_json
 from ..kconfig import ARCHES, KERNELS, ConfigError, resolve
-from ..machfile import MachineError
+from ..machfile import MachineError, file_kind
 from ..mm.protocol import PROTOCOLS
 from .dpor import Nondeterminism
 from .schedule import ScheduleError
@@ -33,7 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "to the emulated kernel bytes is a scheduling point. Exit 0: no violation "
                                    "(complete: in no interleaving), 1: a violation (its timeline and replay "
                                    "string are printed), 2: a mistake in the input.")
-    add_config_args(e, arch_default=None, arch_help="x86_64; with --all, every arch")
+    add_config_args(e, arch_help="x86_64; with --all, every arch")
     g = e.add_argument_group("exploration")
     g.add_argument("--scenario", default="stale-node", choices=list(SCENARIOS), metavar="NAME",
                    help=f"{', '.join(SCENARIOS)} (default stale-node; --list-scenarios says what each does)")
@@ -54,6 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="go on after a violation: the first counterexample of each kind of finding")
     g.add_argument("--state", metavar="FILE",
                    help="keep the machine file: the final state of the counterexample's replay")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds")
     g.add_argument("--all", action="store_true",
                    help="pagetable-reuse on every row of `ksm-layout hazard --all` (same flags): the "
                         "static and dynamic verdicts side by side; exit 1 on a disagreement")
@@ -68,6 +72,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "it holds, 1 on a violation, 2 on a bad string.")
     r.add_argument("schedule", metavar="STRING|FILE.json")
     r.add_argument("--state", metavar="FILE", help="keep the machine file with the replay's final state")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_replay)
 
@@ -92,6 +98,12 @@ def _check_flags(args: argparse.Namespace) -> None:
     if args.all and (args.scenario != "pagetable-reuse" or args.state or args.minimize or args.keep_going):
         raise UserError("--all runs --scenario pagetable-reuse over the hazard matrix; "
                         "it takes none of --state, --minimize, --keep-going")
+    _check_overwrite(args)
+
+
+def _check_overwrite(args: argparse.Namespace) -> None:
+    if args.overwrite and args.state is None:
+        raise UserError("--overwrite goes with --state FILE")
 
 
 def _cpus(args: argparse.Namespace, roles: list[str]) -> dict[str, int]:
@@ -139,7 +151,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         r = explore(scenario, cfg, protocol=args.protocol, strategy=args.strategy, schedules=args.schedules,
                     seed=args.seed or 0, depth=args.depth or 3, preemption_bound=args.preemption_bound, cpus=cpus,
                     minimize=args.minimize, keep_going=args.keep_going, time_limit=args.time_limit,
-                    state=args.state,
+                    state=args.state, overwrite=args.overwrite,
                     progress=_progress(sys.stderr.isatty() and not args.json))
     except MachineError as e:
         raise UserError(str(e)) from None
@@ -193,21 +205,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from . import render
     from .api import replay
 
-    text = args.schedule
-    if not text.startswith("ksmx"):
-        try:
-            with open(text) as f:
-                d = json.load(f)
-            text = d.get("replay") or d["violations"][0]["schedule"]
-            if not isinstance(text, str):
-                raise TypeError
-        except FileNotFoundError:
-            raise UserError(f"{args.schedule}: no such file, and not a replay string (ksmx1:...)") from None
-        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise UserError(f"{args.schedule}: not a replay string nor explore --json output with a violation") \
-                from None
+    _check_overwrite(args)
+    text = args.schedule if args.schedule.startswith("ksmx") else _schedule_from_file(args.schedule)
     try:
-        r = replay(text, state=args.state)
+        r = replay(text, state=args.state, overwrite=args.overwrite)
     except (ScheduleError, Nondeterminism, MachineError) as e:
         raise UserError(str(e)) from None
     if args.json:
@@ -215,3 +216,36 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         print(render.replayed_text(r))
     return 1 if r.findings else 0
+
+
+_JSON_MAX = 64 << 20  # explore --json output with its timelines is well under this
+
+
+def _schedule_from_file(path: str) -> str:
+    """The replay string in an explore/replay --json output file. Opened without
+    blocking (a FIFO would hang open()) and read only if it is a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file, and not a replay string (ksmx1:...)") from None
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{path} is a {file_kind(st.st_mode)}, not explore --json output")
+        if st.st_size > _JSON_MAX:
+            raise UserError(f"{path}: {st.st_size} bytes; too big for explore --json output")
+        blob = os.read(fd, _JSON_MAX + 1)
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        d = json.loads(blob)
+        text = d.get("replay") or d["violations"][0]["schedule"]
+        if not isinstance(text, str):
+            raise TypeError
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+        raise UserError(f"{path}: not a replay string nor explore --json output with a violation") from None
+    return text

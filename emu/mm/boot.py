@@ -97,14 +97,16 @@ class World:
 def boot(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str = "keyhole",
          nmms: int = 2, geo: Geometry | None = None, meta: dict | None = None,
          extra: Iterable[RegionSpec] = (), bases: dict[str, int] | None = None,
-         overwrite: bool = False) -> World:
+         overwrite: bool = False, fd: int | None = None) -> World:
     """Create the machine file and bring the kernel up on CPU 0: the free list,
     every mm's page_table_lock, each group's page-table page (pte_lock_init),
     the rmap_items of the KSM area. `extra` regions are the caller's own
     (a test's or a scenario's variables); `bases` places regions at chosen
-    addresses (a scenario putting stable_nodes where a key could collide)."""
+    addresses (a scenario putting stable_nodes where a key could collide).
+    `fd`: the file, already created and locked at `path` by the caller
+    (emu.statefile)."""
     geo = geo or Geometry.for_pages(nr_pages, cfg.nr_cpus, nmms)
-    m = create(path, cfg, nr_pages, regions=[*geo.regions(cfg, bases), *extra], overwrite=overwrite,
+    m = create(path, cfg, nr_pages, regions=[*geo.regions(cfg, bases), *extra], overwrite=overwrite, fd=fd,
                meta={"geometry": geo.as_dict(), "protocol": protocol, **(meta or {})})
     world = World.over(m)
     mm = world.context(cpu=0)

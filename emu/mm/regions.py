@@ -12,7 +12,9 @@ Kernel bytes (the config's layout and byte order, emulated direct-map addresses)
 Emulator regions (host order, never read by kernel code):
   freelist       the page allocator's free list (emu.mm.page_alloc)
   shadow         ground truth per pfn (emu.check.shadow)
-  counters, percpu, control, violations, latency
+  counters, percpu, control, violations
+  latency        reclaim's time to free: a log-bucketed histogram per kind (exact in
+                 count, bounded in memory, any process adds with atomics)
 """
 
 from __future__ import annotations
@@ -31,13 +33,40 @@ from ..structs import kernel_for
 COUNTERS = ["get_ksm_page_ok", "get_ksm_page_stale", "stable_nodes_removed", "ksm_pages_merged",
             "ksm_pages_created", "pages_freed", "pages_allocated", "alloc_failed", "reclaimed",
             "reclaim_unmapped", "ksmd_scanned", "ksmd_passes", "ptl_locks", "pagetables_churned",
-            "rmap_items_removed", "violations", "latency_dropped", "nodes_freed_mid_free"]
+            "rmap_items_removed", "violations", "nodes_freed_mid_free"]
 COUNTERS_DTYPE = np.dtype([(name, "<u8") for name in COUNTERS])
 CONTROL_DTYPE = np.dtype([("stop", "<u4"), ("nr_free", "<i8"), ("nr_violations", "<u8"),
-                          ("nr_latencies", "<u8"), ("violations_by_kind", "<u8", (len(VIOLATION_NAMES),))],
+                          ("nr_latencies", "<u8"),  # samples recorded, all kinds
+                          ("violations_by_kind", "<u8", (len(VIOLATION_NAMES),))],
                          align=True)
 PERCPU_DTYPE = np.dtype({"names": ["rcu_nesting"], "formats": ["<i4"], "offsets": [0], "itemsize": 64})
-LATENCY_DTYPE = np.dtype([("ns", "<u8"), ("kind", "<u8")])
+
+# Latency histogram: values below 2**LAT_SUB_BITS ns exact, above that 2**LAT_SUB_BITS
+# buckets per power of two, so a bucket's midpoint is within LAT_REL_ERROR of
+# any value in it: every sample counted, in a fixed 15 KiB per kind.
+LAT_SUB_BITS = 5
+LAT_NBUCKETS = (64 - LAT_SUB_BITS + 1) << LAT_SUB_BITS
+LAT_REL_ERROR = 2.0 ** -(LAT_SUB_BITS + 1)
+LAT_ANON, LAT_KSM = 0, 1  # record index: what the freed page was
+LATENCY_DTYPE = np.dtype([("max", "<u8"), ("buckets", "<u8", (LAT_NBUCKETS,))])
+
+
+def latency_bucket(ns: int) -> int:
+    """The histogram bucket of a non-negative value."""
+    e = ns.bit_length() - 1
+    if e < LAT_SUB_BITS:
+        return ns
+    return ((e - LAT_SUB_BITS + 1) << LAT_SUB_BITS) | ((ns >> (e - LAT_SUB_BITS)) & ((1 << LAT_SUB_BITS) - 1))
+
+
+def latency_bucket_bounds(i: int) -> tuple[int, int]:
+    """[lo, hi] of the values in bucket i."""
+    group, sub = i >> LAT_SUB_BITS, i & ((1 << LAT_SUB_BITS) - 1)
+    if group == 0:
+        return i, i
+    e = group + LAT_SUB_BITS - 1
+    lo = (1 << e) | (sub << (e - LAT_SUB_BITS))
+    return lo, lo + (1 << (e - LAT_SUB_BITS)) - 1
 
 PTRS_PER_GROUP = 64  # slots per page-table page
 TASK_SIZE, MM_STRUCT_SIZE = 1024, 1024
@@ -58,7 +87,6 @@ class Geometry:
     contents: int  # distinct page contents: duplicates give KSM work
     nmms: int = 2  # mm_structs: one per allocator
     violation_capacity: int = 4096
-    latency_capacity: int = 1 << 18
     ncpus: int = 64
 
     @classmethod
@@ -89,7 +117,7 @@ class Geometry:
             RegionSpec("percpu", g.ncpus * PERCPU_DTYPE.itemsize),
             RegionSpec("control", CONTROL_DTYPE.itemsize),
             RegionSpec("violations", g.violation_capacity * VIOLATION_DTYPE.itemsize),
-            RegionSpec("latency", g.latency_capacity * LATENCY_DTYPE.itemsize),
+            RegionSpec("latency", 2 * LATENCY_DTYPE.itemsize),
         ]
         bases = bases or {}
         return [RegionSpec(r.name, r.size, bases.get(r.name)) for r in specs]

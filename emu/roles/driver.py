@@ -1,4 +1,5 @@
-"""The loop around a role: step, sleep when the step asks to, stop when told."""
+"""The loop around a role: step, sleep when the step asks to, stop when told
+or when the launcher is gone."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..mm.context import MM
+
+SLEEP_SLICE_NS = 50_000_000
 
 
 class Role(Protocol):
@@ -16,11 +19,18 @@ class Role(Protocol):
         """Give back what the role holds, at the end of the run."""
 
 
-def drive(role: Role, mm: MM, progress: Callable[[], None] | None = None) -> None:
+def drive(role: Role, mm: MM, progress: Callable[[], None] | None = None,
+          alive: Callable[[], bool] | None = None) -> bool:
+    """Step `role` until the stop flag is set (then `finish`, True) or `alive()`
+    says the launcher is gone (False: nobody is left to read what the role holds)."""
     while not mm.stopping():
+        if alive is not None and not alive():
+            return False
         pause = role.step()
         if progress is not None:
             progress()
-        if pause:
-            mm.clock.sleep_ns(pause)
+        while pause > 0 and not mm.stopping():  # a long sleep still hears the stop flag
+            mm.clock.sleep_ns(min(pause, SLEEP_SLICE_NS))
+            pause -= SLEEP_SLICE_NS
     role.finish()
+    return True

@@ -1,0 +1,171 @@
+"""Every input mistake, from any CLI path, is one line on stderr and exit 2:
+no traceback, nothing created, no existing file changed. A table of bad
+invocations of `ksm-emu run`, `kmem`, `explore`, `replay` and every `ksm-layout`
+subcommand, and of hostile state files given to kmem."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emu.check.shadow import SHADOW_DTYPE
+from emu.kconfig import resolve
+from emu.machine import HEADER_MAX, PREFIX, RegionSpec, create
+
+ROOT = Path(__file__).resolve().parent.parent  # run from another cwd: import this tree's emu
+EMU = [sys.executable, "-m", "emu.cli"]
+LAYOUT = [sys.executable, "-m", "emu.layout_cli"]
+
+
+def _region(name):
+    return lambda h: next(r for r in h["regions"] if r["name"] == name)
+
+
+HOSTILE = {
+    "config-list": lambda h: h.update(config=[1]),
+    "config-string": lambda h: h.update(config="x86_64"),
+    "arch-list": lambda h: h["config"].update(arch=["x86_64"]),
+    "nr-cpus-string": lambda h: h["config"].update(NR_CPUS="64"),
+    "page-offset-string": lambda h: h["config"].update(PAGE_OFFSET="0xffff880000000000"),
+    "mem-map-float": lambda h: h["config"].update(MEM_MAP=1.5e19),
+    "nr-pages-float": lambda h: h.update(nr_pages=64.0),
+    "nr-pages-zero": lambda h: h.update(nr_pages=0),
+    "region-name-list": lambda h: _region("shadow")(h).update(name=["shadow"]),
+    "region-in-header": lambda h: _region("shadow")(h).update(offset=4096),
+    "region-offset-float": lambda h: _region("shadow")(h).update(offset=float(_region("shadow")(h)["offset"])),
+    "region-offset-string": lambda h: _region("shadow")(h).update(offset=str(_region("shadow")(h)["offset"])),
+    "shadow-too-small": lambda h: _region("shadow")(h).update(size=SHADOW_DTYPE.itemsize * 10),
+    "meta-list": lambda h: h.update(meta=[]),
+    "not-an-object": lambda h: h.clear() or h.update({"x": 1}),
+}
+
+
+def _write_header(path, blob):
+    with open(path, "r+b") as f:
+        f.write(PREFIX.pack(b"KSMEMU\x00\x01", 1, len(blob)) + blob)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    states = d / "states"
+    states.mkdir(mode=0o700)
+    good = d / "good.state"
+    create(good, resolve(), 64, regions=[RegionSpec("shadow", 64 * SHADOW_DTYPE.itemsize)]).close()
+    (d / "notes.txt").write_text("keep me")
+    (d / "sub").mkdir()
+    os.mkfifo(d / "fifo")
+    os.symlink(d / "loop", d / "loop")
+    os.symlink(good, d / "link.state")
+    with open(good, "rb") as f:
+        _, _, n = PREFIX.unpack(f.read(PREFIX.size))
+        header = json.loads(f.read(n))
+    for name, mutate in HOSTILE.items():
+        h = json.loads(json.dumps(header))
+        mutate(h)
+        p = d / f"{name}.state"
+        p.write_bytes(good.read_bytes())
+        _write_header(p, json.dumps(h).encode())
+    deep = d / "deep.state"
+    deep.write_bytes(good.read_bytes())
+    _write_header(deep, b"[" * 5000 + b"]" * 5000)
+    (d / "short.state").write_bytes(good.read_bytes()[:72_000])
+    big = d / "biglen.state"
+    big.write_bytes(good.read_bytes())
+    with open(big, "r+b") as f:
+        f.write(PREFIX.pack(b"KSMEMU\x00\x01", 1, HEADER_MAX + 1))
+    return d
+
+
+RUN = [
+    ["--protocol", "magic"], ["--pages", "10"], ["--pages", "lots"], ["--pages", "1e12"],
+    ["--pages", str(1 << 40)], ["--duration", "0"], ["--duration", "nan"], ["--duration", "inf"],
+    ["--duration", "-1"], ["--ksmd-sleep-ms", "nan"], ["--ksmd-sleep-ms", "inf"], ["--ksmd-sleep-ms", "1e12"],
+    ["--ksmd-sleep-ms", "-5"], ["--ptl-hold-us", "nan"], ["--ptl-hold-us", "1e12"], ["--window-us", "inf"],
+    ["--window-us", "-1"], ["--ksmd-pages", "0"], ["--ksmd-pages", str(10**30)], ["--cpu", "ksmd=64"],
+    ["--cpu", "gpu=1"], ["--cpu", "ksmd"], ["--cpu", "ksmd=x"], ["--cpu", "ksmd=1", "--cpu", "reclaim=1"],
+    ["--cpu", "allocator=3", "--cpu", "allocator.0=4"], ["--allocators", "0"], ["--allocators", "33"],
+    ["--arch", "vax"], ["-e", "FOO"], ["-e", "USE_SPLIT_PTLOCKS"], ["--state", "/nonexistent/dir/x"],
+    ["--state", "sub/"], ["--state", "sub"], ["--state", "notes.txt"], ["--state", "notes.txt", "--overwrite"],
+    ["--state", "good.state"], ["--state", "fifo"], ["--state", "fifo", "--overwrite"],
+    ["--state", "link.state", "--overwrite"], ["--state", "loop", "--overwrite"], ["--overwrite"],
+    ["-d", "SMP", "--allocators", "1"], ["--nr-cpus", "0"], ["--page-offset", "0x1ffffffffffffffff"],
+    ["--kernel", "2.6.34"], ["--seed", "x"], ["--arch", "i386", "--pages", "2000000"], ["--frob"],
+]
+KMEM = [
+    ["missing.state"], ["sub"], ["fifo"], ["notes.txt"], ["loop"], ["notes.txt/x"], ["n" * 300], ["/dev/null"],
+    ["good.state", "--pfn", "99999"], ["good.state", "--pfn", "x"], ["good.state", "--pfn", "60:10"],
+    ["good.state", "--pfn", "0:0"], ["good.state", "--pfn", "-1"], ["good.state", "--is", "bogus"], [],
+    *([f"{name}.state"] for name in HOSTILE), ["deep.state"], ["short.state"], ["biglen.state"],
+]
+LAYOUT_CASES = [
+    ["show", "page", "--arch", "vax"], ["show", "pag"], ["show", "page", "--at", "64"],
+    ["show", "page", "--at", "zz"], ["show", "page", "--page-offset", "-1"], ["overlap", "page", "mappin"],
+    ["overlap", "page"], ["matrix", "-e", "BOGUS"], ["matrix", "nosuch"], ["hazard", "--max-mem", "0"],
+    ["hazard", "--page-offset", "0xffffffffff000000"], ["hazard", "--nr-cpus", "100000"],
+    ["hazard", "--all", "--arch", "i386", "--max-mem", str(1 << 33)], ["frob"], [],
+]
+EXPLORE = [  # the state file flags as run takes them; the rest are in test_explore.test_bad_input
+    ["--state", "notes.txt"], ["--state", "notes.txt", "--overwrite"], ["--state", "good.state"],
+    ["--state", "fifo", "--overwrite"], ["--state", "sub/"], ["--state", "link.state", "--overwrite"],
+    ["--state", "/nonexistent/dir/x"], ["--overwrite"], ["--all", "--state", "x.state"],
+]
+REPLAY = [["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.state"], ["/dev/null"],
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--overwrite"],
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--state", "good.state"]]
+CASES = ([pytest.param(EMU + ["run", *a], id="run " + " ".join(a)[:40]) for a in RUN]
+         + [pytest.param(EMU + ["kmem", *a], id="kmem " + " ".join(a)[:40]) for a in KMEM]
+         + [pytest.param(EMU + ["explore", *a], id="explore " + " ".join(a)[:40]) for a in EXPLORE]
+         + [pytest.param(EMU + ["replay", *a], id="replay " + " ".join(a)[:40]) for a in REPLAY]
+         + [pytest.param(LAYOUT + a, id="layout " + " ".join(a)[:40]) for a in LAYOUT_CASES]
+         + [pytest.param(EMU, id="ksm-emu"), pytest.param(EMU + ["frob"], id="ksm-emu frob")])
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) >= 60
+
+
+def snapshot(d: Path) -> dict:
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for name in dirs + files:
+            p = Path(root) / name
+            st = os.lstat(p)
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else ""
+            out[str(p.relative_to(d))] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
+    return out
+
+
+@pytest.mark.parametrize("argv", CASES)
+def test_bad_invocation(work, argv):
+    before = snapshot(work)
+    env = {**os.environ, "KSM_EMU_STATE_DIR": str(work / "states"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=60, env=env,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), r.stderr
+    assert "Traceback" not in r.stderr and "error" in lines[0]
+    assert r.stdout == ""
+    assert snapshot(work) == before
+
+
+def test_ctrl_c_while_importing_is_one_line(monkeypatch, capsys):
+    """The console scripts import the command inside emu.entry's guard: a
+    KeyboardInterrupt there (forced by the import) is a line and 130."""
+    import importlib
+
+    from emu import entry
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    for run, prog in ((entry.ksm_emu, "ksm-emu"), (entry.ksm_layout, "ksm-layout")):
+        assert run() == 130
+        assert capsys.readouterr().err == f"{prog}: interrupted\n"
