@@ -8,8 +8,18 @@ import logging
 import math
 import sys
 
+from .check import RUN_CHECKS
 from .check.shadow import STATE_NAMES
-from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
+from .cliutil import (
+    Parser,
+    UserError,
+    add_config_args,
+    checks_arg,
+    config_from_args,
+    number,
+    print_json,
+    run_main,
+)
 from .explore.cli import add_parsers as add_explore_parsers
 from .machine import MachineError
 from .mm.protocol import PROTOCOLS
@@ -72,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"get_page_unless_zero, as an interrupt there would (default 0; max {MAX_WINDOW_US:g})")
     g.add_argument("--ptl-hold-us", type=float, default=20.0, metavar="US",
                    help=f"how long an allocator holds a page-table lock per fault (default 20; max {MAX_HOLD_US:g})")
+    g.add_argument("--checks", type=checks_arg, default=RUN_CHECKS, metavar="LIST",
+                   help="checkers on the roles' accesses: lockdep (the lock each plain access needs, lock "
+                        "order), or none (default: lockdep; kcsan needs explore's controlled schedule)")
     r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     r.add_argument("--no-progress", action="store_true", help="no progress line on a terminal")
     r.add_argument("-v", "--verbose", action="store_true", help="log every role's start and stop")
@@ -127,11 +140,14 @@ def make_spec(args: argparse.Namespace):
         raise UserError("--cpu: two roles on one CPU")
     if args.overwrite and args.state is None:
         raise UserError("--overwrite needs --state FILE (a default state file is always new)")
+    if "kcsan" in args.checks:
+        raise UserError("--checks kcsan: data races are found under a controlled schedule; "
+                        "use ksm-emu explore or replay (run takes lockdep or none)")
     spec = RunSpec(cfg=cfg, protocol=args.protocol, pages=args.pages, duration=args.duration,
                    allocators=args.allocators, pages_to_scan=args.ksmd_pages,
                    sleep_ms=args.ksmd_sleep_ms, seed=args.seed, state=args.state, overwrite=args.overwrite,
                    window_us=args.window_us, ptl_hold_us=args.ptl_hold_us,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, checks=args.checks)
     try:
         spec.cpus = assign_cpus(spec, requested)
     except ValueError as e:

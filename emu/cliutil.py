@@ -101,3 +101,17 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
+
+
+
+def checks_arg(text: str) -> frozenset:
+    """--checks: a comma-separated list of emu.check's checkers, or none."""
+    from .check import CHECKS  # here, not at the top: ksm-layout imports this module and needs no emu.check
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if names == ["none"]:
+        return frozenset()
+    bad = [n for n in names if n not in CHECKS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: want a comma-separated list of {', '.join(CHECKS)}, or none")
+    return frozenset(names)

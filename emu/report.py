@@ -23,6 +23,7 @@ from .check.violations import (
     VIOLATION_DTYPE,
     VIOLATION_NAMES,
 )
+from .layout import Layout
 from .machine import Machine
 from .mm.context import ROLE_NAMES
 from .mm.regions import COUNTERS, LAT_ANON, LAT_KSM, LAT_NBUCKETS, LAT_REL_ERROR, latency_bucket_bounds
@@ -127,6 +128,7 @@ def summarise(spec: object, view: object, elapsed: float, roles: list[dict], die
     lat = view.latency()
     records = view.violation_records()
     by_kind = view.by_kind()
+    lockdep, lockdep_total = view.lockdep()
     return {
         "config": spec.cfg.as_dict(),
         "protocol": spec.protocol,
@@ -145,6 +147,7 @@ def summarise(spec: object, view: object, elapsed: float, roles: list[dict], die
         "violations_total": c["violations"],
         "violations_by_kind": {k: v for k, v in by_kind.items() if v},
         "violation_records_per_kind": view.violation_capacity // len(VIOLATION_NAMES),
+        "checks": {"enabled": sorted(spec.checks), "lockdep": lockdep, "lockdep_total": lockdep_total},
         "died": died,
         "notes": list(notes),
         "interrupted": bool(interrupted),
@@ -225,5 +228,63 @@ def render_summary(s: dict, shown: int = 20) -> str:
                          f"{s['violation_records_per_kind']} per kind, the counts above are of all)")
     else:
         lines.append("violations: none")
+    lines.extend(checks_lines(s.get("checks", {"enabled": []})))
     lines.append(f"state file: {s['state']}")
     return "\n".join(lines)
+
+
+def lockdep_line(f: dict) -> str:
+    if f["kind"] == "lock not held":
+        return (f"  lock not held: {f['function']} on CPU {f['cpu']} ({f['role']}): {f['access']} bytes at "
+                f"{f['address']} ({f['bytes']}) without {f['expected']}; held: {', '.join(f['held']) or 'none'}")
+    return f"  {f['kind']}: {f['function']} on CPU {f['cpu']} ({f['role']}) taking {f['taking']}: {f['detail']}"
+
+
+def checks_lines(c: dict) -> list[str]:
+    if "lockdep" not in c["enabled"]:
+        return []
+    if not c["lockdep_total"]:
+        return ["lockdep: no findings"]
+    return [f"LOCKDEP: {c['lockdep_total']} findings", *(lockdep_line(f) for f in c["lockdep"][:10])]
+
+
+def describe(world: object, off: int, size: int) -> str:
+    """What the bytes at file offset `off` are, in the kernel's names."""
+    m, o = world.machine, world.offsets
+    for r in m.regions.values():
+        if r.offset <= off < r.offset + r.size:
+            rel = off - r.offset
+            if r.name == "mem_map":
+                return f"page {rel // m.page_size}: " + _members(m.page_layout, rel % m.page_size, size)
+            if r.name == "stable_nodes":
+                lay = Layout(m.kernel.stable_node, m.cfg.byte_order, "stable_node")
+                return f"stable_node {rel // o['sn_size']}: " + _members(lay, rel % o["sn_size"], size)
+            if r.name == "rmap_items":
+                lay = Layout(m.kernel.rmap_item, m.cfg.byte_order, "rmap_item")
+                return f"rmap_item of slot {rel // o['ri_size']}: " + _members(lay, rel % o["ri_size"], size)
+            if r.name == "ptes":
+                return f"pte of slot {rel // o['word']}"
+            if r.name == "pgtables":
+                return f"pmd of group {rel // o['word']}"
+            if r.name == "kmalloc":
+                return _kmalloc(world, m.offset_to_addr(off))
+            return f"{r.name}+{rel:#x}"
+    return f"file offset {off:#x}"
+
+
+def _members(lay: Layout, rel: int, size: int) -> str:
+    try:
+        covers = lay.covers(rel, size)
+    except ValueError:
+        return f"+{rel:#x}"
+    return " | ".join(dict.fromkeys(c.label() for c in covers)) or f"+{rel:#x} (padding)"
+
+
+def _kmalloc(world: object, addr: int) -> str:
+    objs = world.objects
+    for kind in ("mm_struct", "task", "anon_vma", "address_space", "kmem_cache", "driver"):
+        for i, base in enumerate(getattr(objs, kind)):
+            if base <= addr < base + 1024 and (kind in ("mm_struct", "task") or addr - base < 64):
+                tail = " page_table_lock" if kind == "mm_struct" and addr - base >= 64 else ""
+                return f"{kind} {i}+{addr - base:#x}{tail}"
+    return f"kmalloc {addr:#x}"

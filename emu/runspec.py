@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .check import RUN_CHECKS
 from .kconfig import Config
 
 
@@ -23,6 +24,7 @@ class RunSpec:
     window_us: float = 0.0
     ptl_hold_us: float = 20.0
     progress: bool = True
+    checks: frozenset = RUN_CHECKS  # emu.check's checkers on the roles' accesses
     pid: int = 0  # the launcher's, recorded in the state file's meta
 
     def role_names(self) -> list[str]:

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from .check.lockdep import CAPACITY, LOCKDEP_DTYPE, findings, records_offset
 from .check.violations import VIOLATION_DTYPE, VIOLATION_NAMES
 from .mm.boot import World
 from .mm.regions import COUNTERS, COUNTERS_DTYPE, LATENCY_DTYPE
@@ -31,6 +32,8 @@ class RunView:
         self._counters = o["counters"]
         self._stop, self._nviol, self._by_kind = o["ctl_stop"], o["ctl_nviol"], o["ctl_by_kind"]
         self._violations, self._latency = o["violations"], o["latency"]
+        self.world = world  # the layouts and regions, for decoding (its mapping is not read)
+        self._lockdep = m.regions["lockdep"].offset if "lockdep" in m.regions else None
 
     def truncated(self) -> str | None:
         """Why the file can no longer be trusted (None: it is whole)."""
@@ -70,3 +73,12 @@ class RunView:
     def latency(self) -> np.ndarray:
         """The latency histograms, one record per kind (anon, KSM)."""
         return np.frombuffer(self._read(self._latency, 2 * LATENCY_DTYPE.itemsize), LATENCY_DTYPE)
+
+    def lockdep(self) -> tuple[list[dict], int]:
+        """Lock-discipline findings (decoded) and how many there were in all."""
+        if self._lockdep is None:
+            return [], 0
+        n = self._u64(self._lockdep, 1)[0]
+        k = min(n, CAPACITY)
+        rec = np.frombuffer(self._read(records_offset(self._lockdep), k * LOCKDEP_DTYPE.itemsize), LOCKDEP_DTYPE)
+        return findings(self.world, rec, n)

@@ -63,7 +63,7 @@ def setup(spec: RunSpec) -> tuple[World, StateFile]:
 def make_role(spec: RunSpec, world: World, name: str, cpu: int, task: int):
     """The role object `name` ("ksmd", "reclaim", "allocator.N") on its CPU's context."""
     kind, _, index = name.partition(".")
-    mm = world.context(cpu=cpu, task=task, role=name, window_ns=int(spec.window_us * 1000))
+    mm = world.context(cpu=cpu, task=task, role=name, window_ns=int(spec.window_us * 1000), checks=spec.checks)
     rng = random.Random(f"{spec.seed}:{name}")
     if kind == "ksmd":
         return ROLES[kind](mm, KsmdParams(spec.pages_to_scan, spec.sleep_ms)), mm
@@ -242,7 +242,7 @@ def _supervise(spec: RunSpec, world: World, sf: StateFile, out, sigs: _Signals) 
         return Outcome(None, EXIT_DIED, str(e))
     if died:
         code = EXIT_DIED
-    elif summary["violations_total"]:
+    elif summary["violations_total"] or summary["checks"]["lockdep_total"]:
         code = EXIT_VIOLATION
     elif sigs.got:
         code = EXIT_INTERRUPTED

@@ -5,53 +5,10 @@ the read a violation rests on, the union members its bytes belong to."""
 
 from __future__ import annotations
 
-from ..layout import Layout
-from ..report import mapping_members
+from ..report import describe, mapping_members
 
 _LOADS = ("load", "load_once", "atomic_read")
 _OPENED = ("keyhole false open", "KSM page changed while referenced")
-
-
-def describe(world: object, off: int, size: int) -> str:
-    """What the bytes at file offset `off` are, in the kernel's names."""
-    m, o = world.machine, world.offsets
-    for r in m.regions.values():
-        if r.offset <= off < r.offset + r.size:
-            rel = off - r.offset
-            if r.name == "mem_map":
-                return f"page {rel // m.page_size}: " + _members(m.page_layout, rel % m.page_size, size)
-            if r.name == "stable_nodes":
-                lay = Layout(m.kernel.stable_node, m.cfg.byte_order, "stable_node")
-                return f"stable_node {rel // o['sn_size']}: " + _members(lay, rel % o["sn_size"], size)
-            if r.name == "rmap_items":
-                lay = Layout(m.kernel.rmap_item, m.cfg.byte_order, "rmap_item")
-                return f"rmap_item of slot {rel // o['ri_size']}: " + _members(lay, rel % o["ri_size"], size)
-            if r.name == "ptes":
-                return f"pte of slot {rel // o['word']}"
-            if r.name == "pgtables":
-                return f"pmd of group {rel // o['word']}"
-            if r.name == "kmalloc":
-                return _kmalloc(world, m.offset_to_addr(off))
-            return f"{r.name}+{rel:#x}"
-    return f"file offset {off:#x}"
-
-
-def _members(lay: Layout, rel: int, size: int) -> str:
-    try:
-        covers = lay.covers(rel, size)
-    except ValueError:
-        return f"+{rel:#x}"
-    return " | ".join(dict.fromkeys(c.label() for c in covers)) or f"+{rel:#x} (padding)"
-
-
-def _kmalloc(world: object, addr: int) -> str:
-    objs = world.objects
-    for kind in ("mm_struct", "task", "anon_vma", "address_space", "kmem_cache", "driver"):
-        for i, base in enumerate(getattr(objs, kind)):
-            if base <= addr < base + 1024 and (kind in ("mm_struct", "task") or addr - base < 64):
-                tail = " page_table_lock" if kind == "mm_struct" and addr - base >= 64 else ""
-                return f"{kind} {i}+{addr - base:#x}{tail}"
-    return f"kmalloc {addr:#x}"
 
 
 def steps_as_dicts(session: object, steps: list, findings: list[dict]) -> list[dict]:

@@ -14,6 +14,7 @@ layout queries.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -38,10 +39,28 @@ def cpu_relax(mm: MM, off: int, size: int, can: Callable[[int], bool], spins: in
         os.sched_yield()
 
 
+MM_DIR = "/emu/mm/"
+
+
+def kernel_function(depth: int = 2) -> str:
+    """`caller > callee`: the innermost two public emu.mm functions running
+    `depth` frames above this one (for reports; walks the stack, so not for hot paths)."""
+    f = sys._getframe(depth)
+    names: list[str] = []
+    while f is not None and len(names) < 2:
+        if MM_DIR in f.f_code.co_filename.replace("\\", "/"):
+            if not f.f_code.co_name.startswith("_"):
+                names.append(f.f_code.co_name)
+        elif names:
+            break
+        f = f.f_back
+    return " > ".join(reversed(names))
+
+
 class MM:
     def __init__(self, world: World, *, cpu: int, task: int, role: str = "launcher", policy: str = REPORT,
                  clock: WallClock | None = None, mem: object = None, ghost: object = None,
-                 wait: Callable | None = None, window_ns: int = 0) -> None:
+                 wait: Callable | None = None, window_ns: int = 0, checks: frozenset = frozenset()) -> None:
         self.__dict__.update(world.offsets)
         self.world = world
         self.m = world.machine
@@ -57,6 +76,12 @@ class MM:
         self.window_ns = window_ns
         self._wait = wait or cpu_relax
         self.truth = Truth(self, policy)
+        self.lockdep = None  # emu.check.lockdep, with checks={"lockdep"}
+        if "lockdep" in checks:
+            from ..check.lockdep import Lockdep, LockdepMem
+
+            self.lockdep = Lockdep(self)
+            self.a = LockdepMem(self.a, self.lockdep)
 
     # -- addresses -------------------------------------------------------------
     def page_off(self, pfn: int) -> int:

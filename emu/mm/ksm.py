@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..check.lockdep import KSM_MUTEX, KSM_MUTEX_OFF
 from .context import MM, PAGE_MAPPING_ANON, PAGE_MAPPING_KSM
 from .ksm_nodes import (
     clear_node_hlist,
@@ -26,7 +27,7 @@ from .ksm_nodes import (
     rmap_items_of,
     stable_node_kpfn,
 )
-from .page import lock_page, page_mapping_raw, set_page_stable_node, unlock_page
+from .page import lock_page, page_mapping_once, set_page_stable_node, unlock_page
 from .refcount import get_page, get_page_unless_zero, put_page
 from .regions import Geometry
 
@@ -56,6 +57,19 @@ class StableTree:
         """kmem_cache_free: the node's memory is handed out next."""
         self.free_nodes[self.nfree] = idx
         self.nfree += 1
+
+
+def ksm_thread_mutex_lock(mm: MM) -> None:
+    """mutex_lock(&ksm_thread_mutex): what serialises ksmd's changes to the
+    stable tree and the rmap_item lists. Only ksmd takes it here, so it has no
+    bytes; lockdep still knows ksmd holds it."""
+    if mm.lockdep is not None:
+        mm.lockdep.acquired(KSM_MUTEX, KSM_MUTEX_OFF)
+
+
+def ksm_thread_mutex_unlock(mm: MM) -> None:
+    if mm.lockdep is not None:
+        mm.lockdep.released(KSM_MUTEX, KSM_MUTEX_OFF)
 
 
 def get_ksm_page(mm: MM, tree: StableTree, idx: int) -> int:
@@ -90,13 +104,13 @@ def get_ksm_page(mm: MM, tree: StableTree, idx: int) -> int:
     node = node_addr(mm, idx)
     expected = node + PAGE_MAPPING_ANON + PAGE_MAPPING_KSM
     mm.rcu_read_lock()
-    if page_mapping_raw(mm, kpfn) != expected:
+    if page_mapping_once(mm, kpfn) != expected:
         return _stale(mm, tree, idx)
     if mm.window_ns:  # an interrupt landing here: widens the race window
         mm.clock.delay_ns(mm.window_ns)
     if not get_page_unless_zero(mm, kpfn):
         return _stale(mm, tree, idx)
-    if mm.protocol.recheck and page_mapping_raw(mm, kpfn) != expected:
+    if mm.protocol.recheck and page_mapping_once(mm, kpfn) != expected:
         put_page(mm, kpfn)
         return _stale(mm, tree, idx)
     mm.rcu_read_unlock()

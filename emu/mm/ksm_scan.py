@@ -36,7 +36,7 @@ from .page import (
     unlock_page,
 )
 from .page_alloc import free_hot_cold_page
-from .pgtable import group_of, pte, set_pte
+from .pgtable import group_of, pte, pte_peek, set_pte
 from .ptlock import pte_lock, pte_unlock
 from .refcount import get_page, put_page
 from .regions import log2_ceil
@@ -47,7 +47,7 @@ def scan_slot(mm: MM, tree: StableTree, slot: int) -> None:
     """ksmd's work on one rmap_item (scan_get_next_rmap_item + cmp_and_merge_page)."""
     idx = rmap_item_node(mm, slot)
     if idx >= 0:
-        if pte(mm, slot) == stable_node_kpfn(mm, idx):
+        if pte_peek(mm, slot) == stable_node_kpfn(mm, idx):
             page = get_ksm_page(mm, tree, idx)  # still merged: meets its node
             if page >= 0:
                 put_ksm_page(mm, page, idx)
@@ -124,7 +124,7 @@ def try_to_merge_two_pages(mm: MM, tree: StableTree, slot: int, pfn: int, other:
     it. The caller holds references to pfn and q."""
     lock_page(mm, pfn)
     old_mapping = page_mapping_raw(mm, pfn)
-    if pte(mm, slot) != pfn or old_mapping & 3 != PAGE_MAPPING_ANON:
+    if pte_peek(mm, slot) != pfn or old_mapping & 3 != PAGE_MAPPING_ANON:
         unlock_page(mm, pfn)
         return
     set_page_stable_node(mm, pfn, 0)  # PageKsm with a NULL stable_node

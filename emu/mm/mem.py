@@ -7,6 +7,7 @@ what the kernel code does at that place:
   load, store              a plain C access
   load_once, store_once    a marked one (ACCESS_ONCE / READ_ONCE / WRITE_ONCE)
   atomic_read, atomic_set  an atomic_t's plain-but-atomic read and set
+  store_release            smp_store_release / arch_spin_unlock's releasing store
   cas, xchg, fetch_add, fetch_or, fetch_and, atomic_inc_not_zero
                            atomic read-modify-writes (cmpxchg, bit ops, ...)
 
@@ -20,10 +21,14 @@ from __future__ import annotations
 
 from .._atomics import Atomics
 
-ACCESSES = ("load", "store", "load_once", "store_once", "atomic_read", "atomic_set", "cas", "xchg",
-            "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero")
+ACCESSES = ("load", "store", "load_once", "store_once", "atomic_read", "atomic_set", "store_release",
+            "cas", "xchg", "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero")
+PLAIN = frozenset(("load", "store"))  # an ordinary C access: lockdep's and KCSAN's business
+MARKED = frozenset(("load_once", "store_once"))  # READ_ONCE / WRITE_ONCE: racy on purpose
+# the rest are atomic: they order CPUs (the checkers' happens-before) and never race
 
 
 class KernelAtomics(Atomics):
     load_once = Atomics.load
     store_once = Atomics.store
+    store_release = Atomics.store  # every Atomics op is sequentially consistent

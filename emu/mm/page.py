@@ -8,7 +8,9 @@ in the same breath: no caller labels a store by hand.
 
 from __future__ import annotations
 
+from ..check.lockdep import PAGE_LOCK
 from ..check.shadow import W_SLAB
+from . import testbreak
 from .context import MM, PAGE_MAPPING_ANON, PAGE_MAPPING_KSM, PG_LOCKED
 
 SLAB_INUSE_OBJECTS = 0x00200000  # the u16 pair over _mapcount, as one 32-bit value
@@ -18,6 +20,13 @@ SLAB_INUSE_OBJECTS = 0x00200000  # the u16 pair over _mapcount, as one 32-bit va
 def page_mapping_raw(mm: MM, pfn: int) -> int:
     """page->mapping as stored, with its PAGE_MAPPING_* low bits."""
     return mm.a.load(mm.mem_map + pfn * mm.psize + mm.mapping_rel, mm.word)
+
+
+def page_mapping_once(mm: MM, pfn: int) -> int:
+    """READ_ONCE(page->mapping): a look at a page that may not be ours, whose
+    mapping another CPU may be changing (get_ksm_page's keyhole; mainline
+    spells it READ_ONCE there since the keyhole was made KCSAN-clean)."""
+    return mm.a.load_once(mm.mem_map + pfn * mm.psize + mm.mapping_rel, mm.word)
 
 
 def set_page_mapping(mm: MM, pfn: int, value: int, writer: int) -> None:
@@ -77,7 +86,17 @@ def reset_page_mapcount(mm: MM, pfn: int, value: int = -1) -> None:
 # -- PG_locked: lock_page / trylock_page / unlock_page (pagemap.h) -------------------------
 def trylock_page(mm: MM, pfn: int) -> bool:
     """!test_and_set_bit_lock(PG_locked, &page->flags)."""
-    return not mm.a.fetch_or(mm.page_off(pfn) + mm.flags_rel, mm.word, PG_LOCKED) & PG_LOCKED
+    off = mm.page_off(pfn) + mm.flags_rel
+    if "trylock-read-then-store" in testbreak.BROKEN:
+        flags = mm.a.load(off, mm.word)
+        if flags & PG_LOCKED:
+            return False
+        mm.a.store(off, mm.word, flags | PG_LOCKED)
+    elif mm.a.fetch_or(off, mm.word, PG_LOCKED) & PG_LOCKED:
+        return False
+    if mm.lockdep is not None:
+        mm.lockdep.acquired(PAGE_LOCK, off)
+    return True
 
 
 def lock_page(mm: MM, pfn: int) -> None:
@@ -93,7 +112,10 @@ def _unlocked(flags: int) -> bool:
 
 def unlock_page(mm: MM, pfn: int) -> None:
     """clear_bit_unlock(PG_locked, &page->flags)."""
-    mm.a.fetch_and(mm.page_off(pfn) + mm.flags_rel, mm.word, ~PG_LOCKED & ((1 << 8 * mm.word) - 1))
+    off = mm.page_off(pfn) + mm.flags_rel
+    mm.a.fetch_and(off, mm.word, ~PG_LOCKED & ((1 << 8 * mm.word) - 1))
+    if mm.lockdep is not None:
+        mm.lockdep.released(PAGE_LOCK, off)
 
 
 # -- the page's data -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..check.shadow import W_NULL
 from ..check.violations import BAD_COUNT, BAD_FLAGS, BAD_MAPCOUNT, BAD_MAPPING
+from . import testbreak
 from .context import MM, PG_LOCKED
 from .page import PageAnon, page_mapping_raw, set_page_mapping
 from .regions import freelist_dtype
@@ -67,6 +68,12 @@ def _pop(mm: MM) -> int | None:
 
 
 def set_page_refcounted(mm: MM, pfn: int) -> None:
+    if "refcounted-plain-store" in testbreak.BROKEN and mm.mapcount_rel == mm.count_rel + 4 \
+            and mm.count_rel % 8 == 0:
+        # broken: _count = 1 and _mapcount = -1 as one plain 8-byte store
+        raw = (1).to_bytes(4, mm.cfg.byte_order) + (-1).to_bytes(4, mm.cfg.byte_order, signed=True)
+        mm.a.store(mm.page_off(pfn) + mm.count_rel, 8, int.from_bytes(raw, mm.cfg.byte_order))
+        return
     mm.a.atomic_set(mm.page_off(pfn) + mm.count_rel, 1)
 
 

@@ -23,8 +23,14 @@ def vaddr(mm: MM, slot: int) -> int:
 
 
 def pte(mm: MM, slot: int) -> int:
-    """pfn mapped at slot, or -1: a pte read (racy unless under the pte lock)."""
+    """pfn mapped at slot, or -1: a pte read, under the pte lock (pte_peek without)."""
     return mm.a.load(mm.ptes + mm.word * slot, mm.word) - 1
+
+
+def pte_peek(mm: MM, slot: int) -> int:
+    """A lockless look at slot's pte (ACCESS_ONCE): a hint, possibly stale by the
+    time it is used, so what acts on it looks again under the pte lock."""
+    return mm.a.load_once(mm.ptes + mm.word * slot, mm.word) - 1
 
 
 def set_pte(mm: MM, slot: int, pfn: int) -> None:

@@ -6,6 +6,7 @@ undone, so the evidence stays intact, and handed to the context's policy."""
 from __future__ import annotations
 
 from ..check.violations import V_COUNT_NEGATIVE
+from . import testbreak
 from .context import MM
 from .page_alloc import free_hot_cold_page
 
@@ -33,7 +34,11 @@ def get_page_unless_zero(mm: MM, pfn: int) -> bool:
 def put_page_testzero(mm: MM, pfn: int) -> bool:
     """atomic_dec_and_test; True when this put dropped the last reference."""
     off = mm.page_off(pfn) + mm.count_rel
-    old = mm.a.fetch_add(off, 4, -1, True)
+    if "dec-read-then-store" in testbreak.BROKEN:
+        old = mm.a.load(off, 4, True)
+        mm.a.store(off, 4, (old - 1) & M32)
+    else:
+        old = mm.a.fetch_add(off, 4, -1, True)
     if old <= 0:
         mm.a.fetch_add(off, 4, 1, True)
         mm.truth.bug(V_COUNT_NEGATIVE, pfn, f"put_page on pfn {pfn} with _count {old}", old & M32)
@@ -51,7 +56,13 @@ def put_page(mm: MM, pfn: int) -> bool:
 
 def page_freeze_refs(mm: MM, pfn: int, count: int) -> bool:
     """cmpxchg(_count, count, 0) == count: while frozen, get_page_unless_zero fails."""
-    return mm.a.cas(mm.page_off(pfn) + mm.count_rel, 4, count, 0, True) == count
+    off = mm.page_off(pfn) + mm.count_rel
+    if "freeze-read-then-store" in testbreak.BROKEN:
+        if mm.a.load(off, 4, True) != count:
+            return False
+        mm.a.store(off, 4, 0)
+        return True
+    return mm.a.cas(off, 4, count, 0, True) == count
 
 
 def page_unfreeze_refs(mm: MM, pfn: int, count: int) -> None:

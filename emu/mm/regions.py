@@ -13,6 +13,7 @@ Emulator regions (host order, never read by kernel code):
   freelist       the page allocator's free list (emu.mm.page_alloc)
   shadow         ground truth per pfn (emu.check.shadow)
   counters, percpu, control, violations
+  lockdep        lock-class order and lock-discipline findings (emu.check.lockdep)
   latency        reclaim's time to free: a log-bucketed histogram per kind (exact in
                  count, bounded in memory, any process adds with atomics)
 """
@@ -33,7 +34,7 @@ from ..structs import kernel_for
 COUNTERS = ["get_ksm_page_ok", "get_ksm_page_stale", "stable_nodes_removed", "ksm_pages_merged",
             "ksm_pages_created", "pages_freed", "pages_allocated", "alloc_failed", "reclaimed",
             "reclaim_unmapped", "ksmd_scanned", "ksmd_passes", "ptl_locks", "pagetables_churned",
-            "rmap_items_removed", "violations", "nodes_freed_mid_free"]
+            "rmap_items_removed", "violations", "nodes_freed_mid_free", "lockdep_findings"]
 COUNTERS_DTYPE = np.dtype([(name, "<u8") for name in COUNTERS])
 CONTROL_DTYPE = np.dtype([("stop", "<u4"), ("nr_free", "<i8"), ("nr_violations", "<u8"),
                           ("nr_latencies", "<u8"),  # samples recorded, all kinds
@@ -118,6 +119,7 @@ class Geometry:
             RegionSpec("control", CONTROL_DTYPE.itemsize),
             RegionSpec("violations", g.violation_capacity * VIOLATION_DTYPE.itemsize),
             RegionSpec("latency", 2 * LATENCY_DTYPE.itemsize),
+            RegionSpec("lockdep", lockdep_region_size()),
         ]
         bases = bases or {}
         return [RegionSpec(r.name, r.size, bases.get(r.name)) for r in specs]
@@ -161,6 +163,12 @@ class Objects:
     def of_allocator(self, i: int) -> dict[str, int]:
         return {"anon_vma": self.anon_vma[i], "address_space": self.address_space[i],
                 "kmem_cache": self.kmem_cache[i], "driver": self.driver[i], "mm_struct": self.mm_struct[i]}
+
+
+def lockdep_region_size() -> int:
+    from ..check.lockdep import region_size
+
+    return region_size()
 
 
 def log2_ceil(n: int) -> int:

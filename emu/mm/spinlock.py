@@ -11,6 +11,7 @@ off the run queue until the word says the lock may be taken.
 
 from __future__ import annotations
 
+from ..check.lockdep import MM_PTL, PTL, SPIN
 from ..lockword import SPINLOCK_MAGIC, LockModel
 from .context import MM
 
@@ -21,6 +22,19 @@ class SpinBug(RuntimeError):
 
 class SpinLockup(TimeoutError):
     """A spin wait exceeded its budget (the kernel would print 'spinlock lockup')."""
+
+
+def _lockdep_class(mm: MM, off: int) -> int:
+    """The lock's class, by where it lives: in a struct page (the split ptlock),
+    in a kmalloc'd mm_struct (page_table_lock), elsewhere a test's own."""
+    if mm.mem_map <= off < mm.mem_map + mm.geo.nr_pages * mm.psize:
+        return PTL
+    return MM_PTL if mm.m.region("kmalloc").offset <= off < mm.ptes else SPIN
+
+
+def _acquired(mm: MM, off: int) -> None:
+    if mm.lockdep is not None:
+        mm.lockdep.acquired(_lockdep_class(mm, off), off)
 
 
 def check_lock(mm: MM, off: int, lm: LockModel) -> None:
@@ -97,6 +111,7 @@ def spin_trylock(mm: MM, off: int, lm: LockModel) -> bool:
     check_lock(mm, off, lm)
     if not _raw_trylock(mm, off, lm):
         return False
+    _acquired(mm, off)
     _after_acquire(mm, off, lm)
     return True
 
@@ -136,6 +151,7 @@ def spin_lock(mm: MM, off: int, lm: LockModel, max_spins: int = 0) -> None:
         while a.load_once(lk + srel, ssize) != ticket:
             spins += 1
             mm.spin_wait(lk + srel, ssize, served, spins)
+    _acquired(mm, off)
     _after_acquire(mm, off, lm)
 
 
@@ -153,8 +169,10 @@ def spin_unlock(mm: MM, off: int, lm: LockModel) -> None:
             raise SpinBug(f"BUG: spinlock wrong CPU on CPU#{cpu}")
         a.store(off + lm.owner_rel, lm.word, (1 << 8 * lm.word) - 1)
         a.store(off + lm.owner_cpu_rel, 4, 0xFFFFFFFF)
-    if lm.kind == "token":
-        a.store(off + lm.lock_rel, lm.lock_size, lm.free_val)
+    if lm.kind == "token":  # arch_spin_unlock: a store with release semantics
+        a.store_release(off + lm.lock_rel, lm.lock_size, lm.free_val)
     elif lm.kind == "ticket":  # now serving += 1 within its own bits (x86 incb/incw)
         srel, ssize = lm.serving_field()
         a.fetch_add(off + lm.lock_rel + srel, ssize, 1)
+    if mm.lockdep is not None:
+        mm.lockdep.released(_lockdep_class(mm, off), off)

@@ -16,7 +16,7 @@ from ..mm.context import MM
 from ..mm.memory import do_anonymous_page, pte_alloc_one, pte_free, zap_pte
 from ..mm.page import reset_page_mapcount, set_page_index, set_page_mapping, set_page_slab
 from ..mm.page_alloc import alloc_page
-from ..mm.pgtable import pte
+from ..mm.pgtable import pte_peek
 from ..mm.refcount import put_page
 from ..mm.regions import PTRS_PER_GROUP
 from ..mm.spinlock import spin_lock, spin_unlock
@@ -48,10 +48,10 @@ class Allocator:
         mm, rng, obj = self.mm, self.rng, self.p.objects
         op = rng.choice(OPS)
         slot = rng.choice(self.groups) * PTRS_PER_GROUP + rng.randrange(PTRS_PER_GROUP)
-        if op == "fault" and pte(mm, slot) < 0:
+        if op == "fault" and pte_peek(mm, slot) < 0:
             if not do_anonymous_page(mm, slot, obj["anon_vma"], rng.randrange(mm.geo.contents)):
                 return NOMEM_NS  # no free page: wait for reclaim
-        elif op == "unmap" and pte(mm, slot) >= 0:
+        elif op == "unmap" and pte_peek(mm, slot) >= 0:
             zap_pte(mm, slot)
         elif op == "other":
             kind = rng.choice((PAGECACHE, SLAB, DRIVER))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..mm.context import MM
-from ..mm.ksm import StableTree
+from ..mm.ksm import StableTree, ksm_thread_mutex_lock, ksm_thread_mutex_unlock
 from ..mm.ksm_scan import ksm_sweep, meet_nodes, scan_slot
 
 
@@ -25,6 +25,14 @@ class Ksmd:
         self.scanned = 0  # slots scanned in this batch
 
     def step(self) -> int:
+        """One slot, under ksm_thread_mutex as ksm_do_scan runs."""
+        ksm_thread_mutex_lock(self.mm)
+        try:
+            return self._step()
+        finally:
+            ksm_thread_mutex_unlock(self.mm)
+
+    def _step(self) -> int:
         """One slot; at the end of a batch, the nodes a descent meets, then sleep."""
         mm = self.mm
         scan_slot(mm, self.tree, self.cursor)
