@@ -21,6 +21,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..check import EXPLORE_CHECKS, lockdep
 from ..check.truth import REPORT
 from ..hazard import analyse
 from ..kconfig import Config, resolve
@@ -29,7 +30,7 @@ from ..mm.boot import World, boot
 from ..mm.context import MM
 from ..mm.protocol import PROTOCOLS
 from ..mm.regions import PTRS_PER_GROUP, Geometry
-from ..report import decode_violation, mapping_members, violation_records
+from ..report import decode_violation, describe, mapping_members, violation_records
 from ..statefile import claim
 from . import timeline as tl
 from .sched import Proc, Runner, Strategy
@@ -87,8 +88,8 @@ class Counterexample:
 
     def replay(self) -> Replayed:
         """Run the schedule again; the same timeline and findings every time."""
-        scenario, cfg, protocol, cpus, choices = self._session_args
-        return _replay(scenario, cfg, protocol, cpus, choices)
+        scenario, cfg, protocol, cpus, choices, checks = self._session_args
+        return _replay(scenario, cfg, protocol, cpus, choices, checks=checks)
 
     def as_dict(self) -> dict:
         return {"schedule": self.schedule, "steps": self.steps, "preemptions": self.preemptions,
@@ -117,10 +118,14 @@ class Result:
     counterexample: Counterexample | None
     outcomes: Counter
     counterexamples: list[Counterexample] = field(default_factory=list)  # with keep_going: one per new kind
+    checks: frozenset = frozenset()  # the emu.check checkers that ran on every execution
 
     @property
     def steps_per_s(self) -> float:
         return self.steps / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+DEFAULT_CHECKS = EXPLORE_CHECKS
 
 
 # -- the world a scenario runs on ------------------------------------------------------------
@@ -139,7 +144,8 @@ class Session:
     """A booted world for one scenario and config, with its snapshot."""
 
     def __init__(self, scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int],
-                 state: str | os.PathLike | None = None, overwrite: bool = False) -> None:
+                 state: str | os.PathLike | None = None, overwrite: bool = False,
+                 checks: frozenset = frozenset()) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         self.scenario, self.cfg, self.protocol, self.cpus = scenario, cfg, protocol, cpus
@@ -173,7 +179,8 @@ class Session:
             raise RuntimeError(f"scenario {scenario.name}: its setup broke an invariant: {found[0]}")
         procs = [Proc(name, cpus[name], self.world.objects.task[i], fn)
                  for i, (name, fn) in enumerate(scenario.roles)]
-        self.runner = Runner(self.world, procs)
+        self.checks = frozenset(checks)
+        self.runner = Runner(self.world, procs, checks=self.checks)
 
     def run(self, strategy: Strategy, record: bool = False) -> tuple[str | None, Env]:
         env = Env(self.world, copy.deepcopy(self.data), dict(self.cpus))
@@ -187,7 +194,23 @@ class Session:
             problem = self.scenario.check(env)
             if problem:
                 out.append({"kind": "invariant", "detail": problem})
+        if "lockdep" in self.checks:
+            out.extend(lockdep.findings(self.world)[0])
+        if self.runner.kcsan is not None:
+            out.extend(self.runner.kcsan.reports(self._describe, self._who, self._function))
         return out
+
+    def _describe(self, off: int, size: int) -> str:
+        return describe(self.world, off, size)
+
+    def _who(self, p: int) -> dict:
+        proc = self.runner.procs[p]
+        return {"cpu": proc.cpu, "role": proc.name}
+
+    def _function(self, step: int) -> str:
+        """The kernel function of a step (known when the execution was recorded)."""
+        rec = self.runner.recording
+        return rec[step].function if rec is not None and 0 <= step < len(rec) else ""
 
     def _violations(self) -> list[dict]:
         w = self.world
@@ -232,19 +255,22 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
             schedules: int | None = None, seed: int = 0, depth: int = 3, preemption_bound: int | None = None,
             cpus: Mapping[str, int] | None = None, minimize: bool = False, keep_going: bool = False,
             time_limit: float | None = None, state: str | os.PathLike | None = None,
-            overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> Result:
+            overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+            checks: Iterable[str] = DEFAULT_CHECKS) -> Result:
     """Run the scenario's interleavings under `strategy` (dpor, dfs, pct, random)
     until a violation (with `keep_going`, on: the first of each kind is kept),
     the end of the space (`complete`), `schedules` executions or `time_limit`
     seconds. A failing execution becomes a counterexample, replayed once to
     record its timeline; with `state`, the machine file is kept, holding the
     final state of the last replay (an existing one replaced only with
-    `overwrite`, and only if it is a ksm-emu state file no run holds)."""
+    `overwrite`, and only if it is a ksm-emu state file no run holds).
+    `checks`: emu.check's checkers on every execution, lockdep and kcsan;
+    their findings fail an execution like a violation does."""
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
     strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
-    session = Session(scenario, cfg, protocol, cpu_map, state, overwrite)
+    session = Session(scenario, cfg, protocol, cpu_map, state, overwrite, frozenset(checks))
     explored = blocked = steps = 0
     outcomes: Counter = Counter()
     found: list[tuple] = []  # (choices, findings), the first execution of each new kind
@@ -282,7 +308,7 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     finally:
         session.close()
     return Result(scenario.name, protocol, cfg, strategy, not found, explored, complete, elapsed,
-                  steps, blocked, cxs[0] if cxs else None, outcomes, cxs)
+                  steps, blocked, cxs[0] if cxs else None, outcomes, cxs, session.checks)
 
 
 def _counterexample(session: Session, choices: tuple[int, ...], findings: list[dict],
@@ -299,7 +325,8 @@ def _counterexample(session: Session, choices: tuple[int, ...], findings: list[d
     timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
     return Counterexample(session.schedule(choices), findings, timeline, len(choices),
                           _preemptions(session, choices), before,
-                          (session.scenario, session.cfg, session.protocol, session.cpus, choices))
+                          (session.scenario, session.cfg, session.protocol, session.cpus, choices,
+                           session.checks))
 
 
 class _Logged(Replay):
@@ -349,8 +376,9 @@ def _minimize(session: Session, choices: tuple[int, ...], kinds: set[str]) -> tu
 
 # -- replaying ----------------------------------------------------------------------------------
 def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int], choices: tuple[int, ...],
-            state: str | os.PathLike | None = None, overwrite: bool = False) -> Replayed:
-    session = Session(scenario, cfg, protocol, cpus, state, overwrite)
+            state: str | os.PathLike | None = None, overwrite: bool = False,
+            checks: Iterable[str] = DEFAULT_CHECKS) -> Replayed:
+    session = Session(scenario, cfg, protocol, cpus, state, overwrite, frozenset(checks))
     try:
         outcome, env = session.run(Replay(list(choices)), record=True)
         findings = session.findings(outcome, env)
@@ -361,7 +389,8 @@ def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int]
 
 
 def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
-           state: str | os.PathLike | None = None, overwrite: bool = False) -> Replayed:
+           state: str | os.PathLike | None = None, overwrite: bool = False,
+           checks: Iterable[str] = DEFAULT_CHECKS) -> Replayed:
     """Re-run a replay string (of a built-in scenario, or of one in `scenarios`)."""
     from . import scenarios as builtin
     from .schedule import decode
@@ -372,4 +401,4 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
         from .schedule import ScheduleError
 
         raise ScheduleError(f"unknown protocol {s.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite)
+    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite, checks)

@@ -8,7 +8,8 @@ import os
 import stat
 import sys
 
-from ..cliutil import UserError, add_config_args, config_from_args, number, print_json
+from ..check import EXPLORE_CHECKS
+from ..cliutil import UserError, add_config_args, checks_arg, config_from_args, number, print_json
 from ..kconfig import ARCHES, KERNELS, ConfigError, resolve
 from ..machfile import MachineError, file_kind
 from ..mm.protocol import PROTOCOLS
@@ -62,6 +63,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="pagetable-reuse on every row of `ksm-layout hazard --all` (same flags): the "
                         "static and dynamic verdicts side by side; exit 1 on a disagreement")
     g.add_argument("--max-mem", type=number, metavar="BYTES", help="with --all: the direct map's size, as hazard")
+    g.add_argument("--checks", type=checks_arg, default=EXPLORE_CHECKS, metavar="LIST",
+                   help="checkers on every execution: lockdep (the lock each plain access needs, lock "
+                        "order), kcsan (data races by happens-before), or none (default: lockdep,kcsan)")
     e.add_argument("--list-scenarios", action="store_true", help="print the scenarios, one line each, and exit")
     e.add_argument("--json", action="store_true", help="one JSON object")
     e.set_defaults(func=cmd_explore)
@@ -74,6 +78,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--state", metavar="FILE", help="keep the machine file with the replay's final state")
     r.add_argument("--overwrite", action="store_true",
                    help="replace an existing --state FILE if it is a ksm-emu state file no live run holds")
+    r.add_argument("--checks", type=checks_arg, default=EXPLORE_CHECKS, metavar="LIST",
+                   help="checkers: lockdep, kcsan, or none (default: lockdep,kcsan)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_replay)
 
@@ -151,7 +157,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         r = explore(scenario, cfg, protocol=args.protocol, strategy=args.strategy, schedules=args.schedules,
                     seed=args.seed or 0, depth=args.depth or 3, preemption_bound=args.preemption_bound, cpus=cpus,
                     minimize=args.minimize, keep_going=args.keep_going, time_limit=args.time_limit,
-                    state=args.state, overwrite=args.overwrite,
+                    state=args.state, overwrite=args.overwrite, checks=args.checks,
                     progress=_progress(sys.stderr.isatty() and not args.json))
     except MachineError as e:
         raise UserError(str(e)) from None
@@ -208,7 +214,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _check_overwrite(args)
     text = args.schedule if args.schedule.startswith("ksmx") else _schedule_from_file(args.schedule)
     try:
-        r = replay(text, state=args.state, overwrite=args.overwrite)
+        r = replay(text, state=args.state, overwrite=args.overwrite, checks=args.checks)
     except (ScheduleError, Nondeterminism, MachineError) as e:
         raise UserError(str(e)) from None
     if args.json:

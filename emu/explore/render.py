@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..check.lockdep import FINDING_NAMES as LOCKDEP_KINDS
+from ..report import lockdep_line
 from .api import Replayed, Result
 from .timeline import render as render_timeline
 
@@ -11,6 +13,11 @@ def _n(count: int, what: str) -> str:
 
 
 def finding_line(f: dict) -> str:
+    if f["kind"] in LOCKDEP_KINDS:
+        return lockdep_line(f).strip()
+    if f["kind"] == "data race":
+        a, b = f["accesses"]
+        return (f"data race on {f['overlap']}: {_access(a)} and {_access(b)}, neither ordered before the other")
     if "pfn" not in f:
         return f"{f['kind']}: {f.get('detail', '')}"
     extra = f", page really is {f['page_really_is']}" if f.get("page_really_is") else ""
@@ -20,11 +27,17 @@ def finding_line(f: dict) -> str:
             f"seen by {f['role']} on CPU {f['cpu']}")
 
 
+def _access(a: dict) -> str:
+    return (f"{a['marking']} {a['access']} {a['size']} by {a['role']} on CPU {a['cpu']} in "
+            f"{a['function'] or '?'} (step {a['step']}, {a['bytes']})")
+
+
 def result_json(r: Result) -> dict:
     cx = r.counterexample
     violations = [{**f, "schedule": c.schedule, "timeline": c.timeline}
                   for c in r.counterexamples for f in c.findings]
     return {"config": r.config.as_dict(), "protocol": r.protocol, "scenario": r.scenario, "strategy": r.strategy,
+            "checks": sorted(r.checks),
             "holds": r.holds, "schedules_explored": r.schedules_explored, "complete": r.complete,
             "blocked": r.blocked, "elapsed_s": round(r.elapsed_s, 3), "steps": r.steps,
             "steps_per_s": round(r.steps_per_s), "violations": violations,

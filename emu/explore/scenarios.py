@@ -4,10 +4,13 @@ makes. Each execution ends with emu.check.fsck over the machine."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from ..check.fsck import fsck
 from ..mm.boot import World
 from ..mm.context import MM
-from ..mm.ksm import StableTree, get_ksm_page, put_ksm_page
+from ..mm.ksm import StableTree, get_ksm_page, ksm_thread_mutex_lock, ksm_thread_mutex_unlock, put_ksm_page
 from ..mm.ksm_nodes import stable_node_kpfn
 from ..mm.ksm_scan import scan_slot
 from ..mm.memory import do_anonymous_page, follow_page, pte_alloc_one, pte_free
@@ -64,6 +67,20 @@ def _check(env: Env) -> str | None:
 
 
 # -- the roles' scripts -----------------------------------------------------------------------------
+def under_ksm_thread_mutex(script: Callable[[MM, Env], None]) -> Callable[[MM, Env], None]:
+    """A ksmd script runs as ksm_do_scan does: holding ksm_thread_mutex."""
+
+    @functools.wraps(script)
+    def run(mm: MM, env: Env) -> None:
+        ksm_thread_mutex_lock(mm)
+        try:
+            script(mm, env)
+        finally:
+            ksm_thread_mutex_unlock(mm)
+
+    return run
+
+
 def meet_node(mm: MM, env: Env) -> None:
     """ksmd meets the node, as stable_tree_search does: get_ksm_page, use, put."""
     tree, node = env.data["tree"], env.data["node"]
@@ -121,17 +138,17 @@ def ksmd_merge(mm: MM, env: Env) -> None:
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("stale-node", [("ksmd", ksmd_stale_node), ("reclaim", reclaim_ksm_page),
+    Scenario("stale-node", [("ksmd", under_ksm_thread_mutex(ksmd_stale_node)), ("reclaim", reclaim_ksm_page),
                             ("allocator", fault_then_pagetable)],
              summary="ksmd meets a stable_node while reclaim frees its KSM page and an allocator "
                      "takes the pfn again (anon page, another node's KSM page, page table)",
              setup=_merged, check=_check),
-    Scenario("pagetable-reuse", [("ksmd", meet_node), ("reclaim", reclaim_ksm_page),
+    Scenario("pagetable-reuse", [("ksmd", under_ksm_thread_mutex(meet_node)), ("reclaim", reclaim_ksm_page),
                                  ("allocator", use_pagetable)],
              summary="the seed's hazard: the freed KSM page becomes a page table whose split ptlock "
                      "the allocator takes on its CPU while ksmd looks through the keyhole",
              setup=_merged, check=_check),
-    Scenario("merge", [("ksmd", ksmd_merge), ("reclaim", reclaim_slot), ("allocator", fault_then_pagetable)],
+    Scenario("merge", [("ksmd", under_ksm_thread_mutex(ksmd_merge)), ("reclaim", reclaim_slot), ("allocator", fault_then_pagetable)],
              summary="ksmd merges two anon pages into a KSM page while reclaim unmaps one of them "
                      "and an allocator takes freed pages",
              setup=_unmerged, check=_check),

@@ -18,15 +18,16 @@ until the bytes say it may proceed.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from greenlet import getcurrent, greenlet
 
+from ..check.kcsan import RaceDetector
+from ..mm.context import kernel_function
+
 START = ("start", 0, 0, False)
-MM_DIR = "/emu/mm/"
 
 
 class Nondeterminism(RuntimeError):
@@ -69,6 +70,10 @@ class SchedMem:
     def atomic_set(self, off: int, value: int) -> None:
         self._pt(self._p, "atomic_set", off, 4, True)
         self._r.atomic_set(off, value)
+
+    def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
+        self._pt(self._p, "store_release", off, size, True)
+        self._r.store(off, size, value, **kw)
 
     def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "cas", off, size, True)
@@ -113,15 +118,15 @@ class GhostMem:
         self._r.store(off, size, value, **kw)
 
     def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
-        self._run.ghost(off, size, True)
+        self._run.ghost(off, size, True, rmw=True)
         return self._r.cas(off, size, expected, desired, signed, **kw)
 
     def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
-        self._run.ghost(off, size, True)
+        self._run.ghost(off, size, True, rmw=True)
         return self._r.xchg(off, size, value, signed, **kw)
 
     def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
-        self._run.ghost(off, size, True)
+        self._run.ghost(off, size, True, rmw=True)
         return self._r.fetch_add(off, size, delta, signed, **kw)
 
 
@@ -187,8 +192,11 @@ class Strategy:
 class Runner:
     """Runs the CPUs of one world under a strategy, one execution at a time."""
 
-    def __init__(self, world: object, procs: list[Proc], max_steps: int = 200_000) -> None:
+    def __init__(self, world: object, procs: list[Proc], max_steps: int = 200_000,
+                 checks: frozenset = frozenset()) -> None:
         self.world, self.procs, self.max_steps = world, procs, max_steps
+        self.checks = checks
+        self.kcsan: RaceDetector | None = None
         self.n = len(procs)
         self.kmem = world.kernel_mem
         self.clock = VirtualClock(self)
@@ -218,9 +226,12 @@ class Runner:
         self.aborting = False
         self.recording = [] if record else None
         self.main = getcurrent()
+        if "kcsan" in self.checks:  # the free list's head stands for zone->lock
+            fl = self.world.offsets["freelist"]
+            self.kcsan = RaceDetector(self.n, self.world.machine.cfg.word_bytes, ((fl, fl + 8),))
         ctxs = [self.world.context(cpu=p.cpu, task=p.task, role=p.name, policy=policy,
                                    mem=SchedMem(self.kmem, self, i), ghost=GhostMem(self.world.host_mem, self),
-                                   wait=self._wait, clock=self.clock)
+                                   wait=self._wait, clock=self.clock, checks=self.checks)
                 for i, p in enumerate(self.procs)]
         self.glets = [greenlet(partial(self._body, i, ctxs[i], env), parent=self.main) for i in range(self.n)]
         nxt = self._choose(None)
@@ -275,10 +286,12 @@ class Runner:
                 raise Abort
         self._open(p, pend)
 
-    def ghost(self, off: int, size: int, write: bool) -> None:
+    def ghost(self, off: int, size: int, write: bool, rmw: bool = False) -> None:
         if self.aborting:
             raise Abort
         self.fp.append((off, off + size, write))
+        if rmw and self.kcsan is not None:
+            self.kcsan.ghost_rmw(self.current, off, size)
         if self.recording is not None:
             self.recording[-1].ghosts.append((off, size, write))
 
@@ -288,11 +301,14 @@ class Runner:
 
     def _open(self, p: int, pend: tuple) -> None:
         self.guard[p] = None
+        self.current = p
         op, off, size, write = pend
+        if self.kcsan is not None and op != "start":
+            self.kcsan.access(p, op, off, size, write, len(self.choices) - 1)
         self.fp = [(off, off + size, write)] if op != "start" else []
         if self.recording is not None:
             self.recording.append(Step(len(self.choices) - 1, p, op, off, size,
-                                       bytes(self.world.machine.mm[off:off + size]), function=_kernel_function()))
+                                       bytes(self.world.machine.mm[off:off + size]), function=kernel_function(2)))
 
     def _close(self, p: int) -> None:
         if self.recording is not None and self.recording:
@@ -320,17 +336,3 @@ class Runner:
     def _guard_ok(self, q: int) -> bool:
         off, size, can = self.guard[q]
         return can(self.kmem.load(off, size))
-
-
-def _kernel_function() -> str:
-    """`caller > callee`: the innermost two public emu.mm functions of the running access."""
-    f = sys._getframe(2)
-    names = []
-    while f is not None and len(names) < 2:
-        if MM_DIR in f.f_code.co_filename.replace("\\", "/"):
-            if not f.f_code.co_name.startswith("_"):
-                names.append(f.f_code.co_name)
-        elif names:
-            break
-        f = f.f_back
-    return " > ".join(reversed(names))

@@ -1,0 +1,151 @@
+"""Data races, KCSAN-like, under a controlled schedule: happens-before with
+vector clocks (ThreadSanitizer's algorithm) over byte ranges, so a 4-byte
+store and an 8-byte load of overlapping bytes are one race.
+
+Accesses are plain, marked or atomic (emu.mm.mem). Happens-before comes from
+atomics: every atomic access to a byte acquires what the last write of that
+byte released (a lock's release -> its next acquire, an atomic RMW chain),
+and every write releases its CPU's clock into the bytes it writes. A marked
+or atomic read also acquires from the write it reads (what the kernel's
+READ_ONCE plus dependency ordering gives the reader of a published value);
+a plain read acquires nothing. The page allocator's free list (zone->lock in
+the kernel, a ghost here) orders a free before the allocation that reuses
+the page.
+
+Two accesses race when they touch a common byte from different CPUs, at
+least one writes, neither happens before the other, and at least one is
+plain. As KCSAN_ASSUME_PLAIN_WRITES_ATOMIC (the kernel's default) does, an
+aligned plain write of at most a word is taken as atomic against a marked
+or atomic read, whatever its size; never against another write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..mm.mem import MARKED, PLAIN
+
+PLAIN_K, MARKED_K, ATOMIC_K = 0, 1, 2
+KIND_NAMES = ("plain", "marked", "atomic")
+READS = frozenset(("load", "load_once", "atomic_read", "cas", "xchg", "fetch_add", "fetch_or", "fetch_and",
+                   "atomic_inc_not_zero"))
+
+
+class RaceDetector:
+    """One execution's happens-before and the races found in it."""
+
+    def __init__(self, nprocs: int, word: int, sync_ranges: tuple[tuple[int, int], ...] = ()) -> None:
+        self.word = word
+        self.vc = [[0] * nprocs for _ in range(nprocs)]
+        for i in range(nprocs):
+            self.vc[i][i] = 1
+        self._w: dict[int, tuple[int, int, int]] = {}  # byte -> last write: (cpu, its epoch, access)
+        self._pw: dict[int, tuple[int, int, int]] = {}  # byte -> last plain write
+        self._r: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}  # byte -> (cpu, plain?) -> (epoch, access)
+        self._rel: dict[int, tuple[int, ...]] = {}  # byte -> clock its last write released
+        self.accesses: list[tuple] = []  # (proc, op, off, size, step, kind, write)
+        self.races: list[tuple[int, int]] = []  # (earlier access, later access)
+        self._seen: set = set()
+        self._sync = sync_ranges
+
+    def access(self, p: int, op: str, off: int, size: int, write: bool, step: int) -> None:
+        kind = PLAIN_K if op in PLAIN else MARKED_K if op in MARKED else ATOMIC_K
+        c, ws, pws, rs = self.vc[p], self._w, self._pw, self._r
+        a = len(self.accesses)
+        self.accesses.append((p, op, off, size, step, kind, write))
+        end = off + size
+        for b in range(off, end):
+            for w in (ws.get(b), pws.get(b)):
+                if w is not None and w[0] != p and w[1] > c[w[0]]:
+                    self._pair(w[2], a)
+            if write:
+                readers = rs.get(b)
+                if readers:
+                    for (q, _), (e, ra) in readers.items():
+                        if q != p and e > c[q]:
+                            self._pair(ra, a)
+        if kind != PLAIN_K and op in READS:  # acquire what the bytes' last write released
+            self._acquire(c, off, end)
+        if write:
+            # FastTrack forgets what a write supersedes: any later access racing with
+            # an older access races with this write too. Not so for reporting: a
+            # plain access is reportable against an atomic one where this atomic
+            # write is not, so plain reads and the last plain write stay until a
+            # plain write supersedes them.
+            snap, rec = tuple(c), (p, c[p], a)
+            for b in range(off, end):
+                ws[b] = rec
+                if kind == PLAIN_K:
+                    pws[b] = rec
+                    rs.pop(b, None)
+                else:
+                    readers = rs.get(b)
+                    if readers:
+                        for key in [k for k in readers if k[1] != PLAIN_K]:
+                            del readers[key]
+                self._rel[b] = snap
+            c[p] += 1
+        else:
+            for b in range(off, end):
+                rs.setdefault(b, {})[(p, PLAIN_K if kind == PLAIN_K else MARKED_K)] = (c[p], a)
+
+    def ghost_rmw(self, p: int, off: int, size: int) -> None:
+        """An atomic read-modify-write of emulator state that stands for a lock
+        (the free list's head: zone->lock): acquire and release, no race check."""
+        for lo, hi in self._sync:
+            if lo <= off < hi:
+                c = self.vc[p]
+                self._acquire(c, off, off + size)
+                snap = tuple(c)
+                for b in range(off, off + size):
+                    self._rel[b] = snap
+                c[p] += 1
+                return
+
+    def _acquire(self, c: list[int], off: int, end: int) -> None:
+        rel = self._rel
+        for b in range(off, end):
+            v = rel.get(b)
+            if v is not None:
+                for i, e in enumerate(v):
+                    if e > c[i]:
+                        c[i] = e
+
+    def _pair(self, x: int, y: int) -> None:
+        if (x, y) in self._seen:
+            return
+        self._seen.add((x, y))
+        ax, ay = self.accesses[x], self.accesses[y]
+        if ax[5] != PLAIN_K and ay[5] != PLAIN_K:
+            return
+        if self._excused(ax, ay) or self._excused(ay, ax):
+            return
+        self.races.append((x, y))
+
+    def _excused(self, plain: tuple, other: tuple) -> bool:
+        """KCSAN_ASSUME_PLAIN_WRITES_ATOMIC: `plain` an aligned plain write of at
+        most a word, `other` a marked or atomic read (and the only other plain
+        access, if any, is `plain` itself)."""
+        _, _, off, size, _, kind, write = plain
+        return (kind == PLAIN_K and write and size <= self.word and off % size == 0
+                and other[5] != PLAIN_K and not other[6])
+
+    def reports(self, describe: Callable[[int, int], str], who: Callable[[int], dict],
+                function: Callable[[int], str]) -> list[dict]:
+        """The races as findings: both accesses with CPU, role, function, access and bytes."""
+        out = []
+        for x, y in self.races:
+            accs = []
+            for i in (x, y):
+                p, op, off, size, step, kind, write = self.accesses[i]
+                accs.append({**who(p), "step": step, "function": function(step), "access": op,
+                             "marking": KIND_NAMES[kind], "offset": off, "size": size,
+                             "bytes": describe(off, size)})
+            lo = max(accs[0]["offset"], accs[1]["offset"])
+            hi = min(accs[0]["offset"] + accs[0]["size"], accs[1]["offset"] + accs[1]["size"])
+            out.append({"kind": "data race", "accesses": accs, "overlap": describe(lo, hi - lo),
+                        "detail": f"{accs[0]['marking']} {accs[0]['access']} {accs[0]['size']} by "
+                                  f"{accs[0]['role']} (step {accs[0]['step']}) and {accs[1]['marking']} "
+                                  f"{accs[1]['access']} {accs[1]['size']} by {accs[1]['role']} (step "
+                                  f"{accs[1]['step']}) on {describe(lo, hi - lo)}, unordered"})
+        return out
