@@ -59,9 +59,12 @@ def test_pct_finds_no_recheck(seed):
 @pytest.mark.parametrize("protocol", ["keyhole", "refcount"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_correct_protocols_complete_and_clean(scenario, protocol):
+    """Every interleaving, with lockdep and the data race checker on (explore's
+    default): no violation, no lock-discipline finding, no data race."""
     r = explore(SCENARIOS[scenario], protocol=protocol)
+    assert r.checks == {"lockdep", "kcsan"}
     assert r.holds and r.complete and r.schedules_explored > 1
-    assert r.counterexample is None
+    assert r.counterexample is None, r.counterexample.findings
 
 
 def test_broken_variants_caught_everywhere():
