@@ -57,6 +57,7 @@ class MM:
         self.window_ns = window_ns
         self._wait = wait or cpu_relax
         self.truth = Truth(self, policy)
+        self.tr = None if world.trace is None else world.trace.tracer(self)  # emu.mm.trace
 
     # -- addresses -------------------------------------------------------------
     def page_off(self, pfn: int) -> int:
