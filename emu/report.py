@@ -226,4 +226,15 @@ def render_summary(s: dict, shown: int = 20) -> str:
     else:
         lines.append("violations: none")
     lines.append(f"state file: {s['state']}")
+    if s.get("trace"):
+        lines.append(trace_line(s["trace"]))
     return "\n".join(lines)
+
+
+def trace_line(t: dict) -> str:
+    """What --trace wrote, and what the rings lost."""
+    lost = [f"{role} {r['dropped']}" for role, r in t["per_role"].items() if r["dropped"]]
+    dropped = f"; dropped (rings full, oldest overwritten): {', '.join(lost)}" if lost else "; none dropped"
+    if t.get("error"):
+        return f"trace: NOT WRITTEN: {t['error']} ({t['events']} events in the state file's rings{dropped})"
+    return f"trace: {t['file']} ({t['events']} events{dropped})"

@@ -24,6 +24,7 @@ class RunSpec:
     ptl_hold_us: float = 20.0
     progress: bool = True
     pid: int = 0  # the launcher's, recorded in the state file's meta
+    trace: str | None = None  # --trace FILE: Chrome trace-event JSON of the roles' rings (emu.trace)
 
     def role_names(self) -> list[str]:
         return ["ksmd", "reclaim"] + [f"allocator.{i}" for i in range(self.allocators)]
