@@ -211,7 +211,9 @@ def cmd_kmem(args: argparse.Namespace) -> int:
     except MachineError as e:
         raise UserError(str(e)) from None
     try:
-        start, n = _pfn_range(args.pfn, m.nr_pages)
+        if args.history is not None:
+            return _history(args, m)
+        start, n = _pfn_range(args.pfn or "0", m.nr_pages)
         try:
             kmem.check(m)
         except MachineError as e:
@@ -230,6 +232,24 @@ def cmd_kmem(args: argparse.Namespace) -> int:
                 out.write(kmem.line(m, r) + "\n")
     finally:
         m.close()
+    return 0
+
+
+def _history(args: argparse.Namespace, m: object) -> int:
+    from .trace.history import history, render
+
+    if args.pfn is not None or args.kind is not None:
+        raise UserError("--history shows one pfn; it takes neither --pfn nor --is")
+    if not 0 <= args.history < m.nr_pages:
+        raise UserError(f"--history {args.history}: this machine has pfns 0..{m.nr_pages - 1}")
+    try:
+        h = history(m, args.history)
+    except MachineError as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print_json(h)
+    else:
+        print(render(h))
     return 0
 
 
