@@ -42,6 +42,7 @@ F = TypeVar("F", bound=Callable)
 # a gauge sample follows these in a controlled schedule, where every event may count
 _GAUGED = {CODE[n] for n in ("alloc_page", "free_hot_cold_page", "set_page_stable_node", "free_stable_node")}
 _FREE, _NODES, _KSM = (CODE[g] for g in GAUGES)
+GAUGE_EVERY_NS = 50_000_000  # in a free run: counting KSM pages reads the whole shadow, so 20 samples a second
 
 
 def traced(name: str, first: int | None = None, second: int | None = None) -> Callable[[F], F]:
@@ -73,10 +74,11 @@ def traced(name: str, first: int | None = None, second: int | None = None) -> Ca
 class Tracer:
     """One CPU's hooks into its ring."""
 
-    __slots__ = ("emit", "gauge_each", "_mm")
+    __slots__ = ("emit", "gauge_each", "_mm", "_next_gauge")
 
     def __init__(self, writer: RingWriter, mm: MM, gauge_each: bool) -> None:
         self.emit, self._mm, self.gauge_each = writer.emit, mm, gauge_each
+        self._next_gauge = 0
 
     def lock(self, off: int) -> None:
         """spin_lock succeeded on the lock at file offset `off`."""
@@ -99,6 +101,11 @@ class Tracer:
         """A sample of the counter tracks: free pages, live stable nodes, KSM pages
         (host-order bookkeeping, never a kernel access)."""
         mm = self._mm
+        if not self.gauge_each:
+            now = mm.clock.now_ns()
+            if now < self._next_gauge:
+                return
+            self._next_gauge = now + GAUGE_EVERY_NS
         h, c = mm.h, mm.counters
         nodes = h.load(c + COUNTER_OFF["ksm_pages_created"], 8) - h.load(c + COUNTER_OFF["stable_nodes_removed"], 8)
         state = np.frombuffer(mm.m.mm, SHADOW_DTYPE, mm.geo.nr_pages, mm.shadow)["state"]
