@@ -7,8 +7,13 @@ from __future__ import annotations
 from ..machine import Machine, MachineError
 from ..report import decode_violation, mapping_members
 from .decode import TraceContext, slice_args, slice_name, slice_pfn
-from .ring import CLOCK_STEPS, LOCK_HELD, NAMES, PH_INSTANT, VIOLATION, RingLayout, read_rings
+from .ring import CLOCK_STEPS, CODE, LOCK_HELD, NAMES, PH_INSTANT, VIOLATION, RingLayout, read_rings
 from .slices import pair
+
+# where the page's change happens at the slice's end (the pfn is its result, or
+# the free list takes it last): a role preempted inside the call must not
+# place the change before the events that made it possible
+_AT_END = {CODE[n] for n in ("alloc_page", "pte_alloc_one", "zap_pte", "get_ksm_page", "free_hot_cold_page")}
 
 
 def _what(ctx: TraceContext, name: str, args: dict, ring_cpu: int) -> str:
@@ -67,8 +72,9 @@ def history(m: Machine, pfn: int) -> dict:
             if slice_pfn(ctx, s) != pfn:
                 continue
             name, args = slice_name(ctx, s), slice_args(ctx, s)
-            row = {"time": when(s.t0), "cpu": ring.cpu, "role": ring.name, "event": name, "args": args,
-                   "what": _what(ctx, name, args, ring.cpu), "_key": (s.t0, i, s.seq)}
+            at = s.t1 if s.code in _AT_END else s.t0
+            row = {"time": when(at), "cpu": ring.cpu, "role": ring.name, "event": name, "args": args,
+                   "what": _what(ctx, name, args, ring.cpu), "_key": (at, i, s.seq)}
             if s.parent >= 0:
                 row["in"] = NAMES[s.parent]
             if s.code == LOCK_HELD:
