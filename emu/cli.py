@@ -76,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                         f"private to you, ${STATE_DIR_ENV} or /dev/shm/ksm-emu-UID; an existing FILE is "
                         "refused without --overwrite)")
     g.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds")
+                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds, "
+                        "and an existing --trace FILE")
+    g.add_argument("--trace", metavar="FILE",
+                   help="write a Chrome trace-event JSON of the run to FILE (open it in ui.perfetto.dev or "
+                        "chrome://tracing): a track per role's CPU with its kernel functions, page-table locks "
+                        "held and ksmd's scan batches, counter tracks, each violation an instant event; each "
+                        "role keeps its events in a ring in the state file, so `kmem --history` reads them too")
     g.add_argument("--window-us", type=float, default=0.0, metavar="US",
                    help="delay inside get_ksm_page between the first mapping check and "
                         f"get_page_unless_zero, as an interrupt there would (default 0; max {MAX_WINDOW_US:g})")
@@ -94,10 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("state", nargs="?", metavar="STATE",
                    help="machine file (default: the last run's, as recorded in the state directory); "
                         "opened read-only")
-    k.add_argument("--pfn", default="0", metavar="N[:COUNT]",
+    k.add_argument("--pfn", metavar="N[:COUNT]",
                    help="first pfn and how many, all inside the machine (default: all from 0)")
     k.add_argument("--is", dest="kind", choices=STATE_NAMES, help="only pages that really are this")
-    k.add_argument("--json", action="store_true")
+    k.add_argument("--history", type=number, metavar="PFN",
+                   help="what the trace rings recorded for this pfn, oldest first, with the CPU and role of "
+                        "each: allocated as what, made a KSM page, unmapped, freed, its ptl taken, violations "
+                        "(a state of `run --trace`, or of explore/replay --state)")
+    k.add_argument("--json", action="store_true", help="one JSON object (rows streamed one page a line)")
     k.set_defaults(func=cmd_kmem)
     add_explore_parsers(sub)
     return p
@@ -138,8 +148,9 @@ def make_spec(args: argparse.Namespace):
         requested[role] = cpu
     if len(set(requested.values())) != len(requested):
         raise UserError("--cpu: two roles on one CPU")
-    if args.overwrite and args.state is None:
-        raise UserError("--overwrite needs --state FILE (a default state file is always new)")
+    if args.overwrite and args.state is None and args.trace is None:
+        raise UserError("--overwrite needs --state FILE or --trace FILE (a default state file is always new)")
+    trace = _trace_path(args)
     if "kcsan" in args.checks:
         raise UserError("--checks kcsan: data races are found under a controlled schedule; "
                         "use ksm-emu explore or replay (run takes lockdep or none)")
@@ -147,12 +158,24 @@ def make_spec(args: argparse.Namespace):
                    allocators=args.allocators, pages_to_scan=args.ksmd_pages,
                    sleep_ms=args.ksmd_sleep_ms, seed=args.seed, state=args.state, overwrite=args.overwrite,
                    window_us=args.window_us, ptl_hold_us=args.ptl_hold_us,
-                   progress=not args.no_progress, checks=args.checks)
+                   progress=not args.no_progress, checks=args.checks, trace=trace)
     try:
         spec.cpus = assign_cpus(spec, requested)
     except ValueError as e:
         raise UserError(str(e)) from None
     return spec
+
+
+def _trace_path(args: argparse.Namespace) -> str | None:
+    """--trace FILE, checked before anything runs."""
+    from .trace.output import TraceFileError, check_trace_path
+
+    if args.trace is None:
+        return None
+    try:
+        return str(check_trace_path(args.trace, args.overwrite))
+    except TraceFileError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -204,7 +227,9 @@ def cmd_kmem(args: argparse.Namespace) -> int:
     except MachineError as e:
         raise UserError(str(e)) from None
     try:
-        start, n = _pfn_range(args.pfn, m.nr_pages)
+        if args.history is not None:
+            return _history(args, m)
+        start, n = _pfn_range(args.pfn or "0", m.nr_pages)
         try:
             kmem.check(m)
         except MachineError as e:
@@ -223,6 +248,24 @@ def cmd_kmem(args: argparse.Namespace) -> int:
                 out.write(kmem.line(m, r) + "\n")
     finally:
         m.close()
+    return 0
+
+
+def _history(args: argparse.Namespace, m: object) -> int:
+    from .trace.history import history, render
+
+    if args.pfn is not None or args.kind is not None:
+        raise UserError("--history shows one pfn; it takes neither --pfn nor --is")
+    if not 0 <= args.history < m.nr_pages:
+        raise UserError(f"--history {args.history}: this machine has pfns 0..{m.nr_pages - 1}")
+    try:
+        h = history(m, args.history)
+    except MachineError as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print_json(h)
+    else:
+        print(render(h))
     return 0
 
 

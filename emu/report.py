@@ -230,6 +230,8 @@ def render_summary(s: dict, shown: int = 20) -> str:
         lines.append("violations: none")
     lines.extend(checks_lines(s.get("checks", {"enabled": []})))
     lines.append(f"state file: {s['state']}")
+    if s.get("trace"):
+        lines.append(trace_line(s["trace"]))
     return "\n".join(lines)
 
 
@@ -288,3 +290,10 @@ def _kmalloc(world: object, addr: int) -> str:
                 tail = " page_table_lock" if kind == "mm_struct" and addr - base >= 64 else ""
                 return f"{kind} {i}+{addr - base:#x}{tail}"
     return f"kmalloc {addr:#x}"
+def trace_line(t: dict) -> str:
+    """What --trace wrote, and what the rings lost."""
+    lost = [f"{role} {r['dropped']}" for role, r in t["per_role"].items() if r["dropped"]]
+    dropped = f"; dropped (rings full, oldest overwritten): {', '.join(lost)}" if lost else "; none dropped"
+    if t.get("error"):
+        return f"trace: NOT WRITTEN: {t['error']} ({t['events']} events in the state file's rings{dropped})"
+    return f"trace: {t['file']} ({t['events']} events{dropped})"

@@ -26,6 +26,7 @@ class RunSpec:
     progress: bool = True
     checks: frozenset = RUN_CHECKS  # emu.check's checkers on the roles' accesses
     pid: int = 0  # the launcher's, recorded in the state file's meta
+    trace: str | None = None  # --trace FILE: Chrome trace-event JSON of the roles' rings (emu.trace)
 
     def role_names(self) -> list[str]:
         return ["ksmd", "reclaim"] + [f"allocator.{i}" for i in range(self.allocators)]

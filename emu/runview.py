@@ -34,6 +34,7 @@ class RunView:
         self._violations, self._latency = o["violations"], o["latency"]
         self.world = world  # the layouts and regions, for decoding (its mapping is not read)
         self._lockdep = m.regions["lockdep"].offset if "lockdep" in m.regions else None
+        self._regions = {name: (r.offset, r.size) for name, r in m.regions.items()}
 
     def truncated(self) -> str | None:
         """Why the file can no longer be trusted (None: it is whole)."""
@@ -69,6 +70,11 @@ class RunView:
     def violation_records(self) -> np.ndarray:
         n = min(self._u64(self._nviol, 1)[0], self.violation_capacity)
         return np.frombuffer(self._read(self._violations, n * VIOLATION_DTYPE.itemsize), VIOLATION_DTYPE)
+
+    def read_region(self, name: str, size: int | None = None) -> bytes:
+        """The first `size` bytes (default: all) of a region."""
+        off, whole = self._regions[name]
+        return self._read(off, whole if size is None else min(size, whole))
 
     def latency(self) -> np.ndarray:
         """The latency histograms, one record per kind (anon, KSM)."""

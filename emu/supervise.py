@@ -35,6 +35,7 @@ from .roles.reclaim import ReclaimParams
 from .runspec import RunSpec
 from .runview import RunView, StateTruncated
 from .statefile import StateFile, claim, record_last_run
+from .trace import run as trace_run
 
 LOG = logging.getLogger("ksm-emu")
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_DIED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -50,8 +51,9 @@ def setup(spec: RunSpec) -> tuple[World, StateFile]:
     on any failure, the file is removed again."""
     sf = claim(spec.state, spec.overwrite)
     try:
+        extra, meta = trace_run.region_and_meta(spec)
         world = boot(sf.path, spec.cfg, spec.pages, protocol=spec.protocol, nmms=spec.allocators,
-                     meta={"cpus": spec.cpus, "seed": spec.seed, "pid": spec.pid}, fd=sf.fd)
+                     meta={"cpus": spec.cpus, "seed": spec.seed, "pid": spec.pid, **meta}, extra=extra, fd=sf.fd)
     except BaseException:
         os.unlink(sf.path)
         sf.close()
@@ -106,6 +108,7 @@ def _child(spec: RunSpec, world: World, name: str, cpu: int, task: int, parent: 
     log = _RoleLog(LOG, {"role": name, "cpu": cpu})
     log.info("started, pid %d, task %#x", os.getpid(), task)
     try:
+        trace_run.start_role(spec, world)
         role, mm = make_role(spec, world, name, cpu, task)
         if os.environ.get(TEST_RAISE_ENV) == name:
             raise RuntimeError(f"{TEST_RAISE_ENV} asked {name} to fail")
@@ -203,6 +206,7 @@ def _supervise(spec: RunSpec, world: World, sf: StateFile, out, sigs: _Signals) 
         send.close()
         procs.append((name, cpu, p, recv))
     view = RunView(sf.fd, world)
+    tracing = trace_run.Export.before_close(spec, world)
     world.close()  # from here on, only the view: no mapping to fault on
     record_last_run(sf.path)
     died: list[dict] = []
@@ -240,6 +244,8 @@ def _supervise(spec: RunSpec, world: World, sf: StateFile, out, sigs: _Signals) 
         summary = report.summarise(spec, view, elapsed, roles, died, sigs.got, notes)
     except StateTruncated as e:
         return Outcome(None, EXIT_DIED, str(e))
+    if tracing is not None:
+        summary["trace"] = tracing.write(spec, view, summary)
     if died:
         code = EXIT_DIED
     elif summary["violations_total"] or summary["checks"]["lockdep_total"]:

@@ -95,11 +95,17 @@ RUN = [
     ["--state", "link.state", "--overwrite"], ["--state", "loop", "--overwrite"], ["--overwrite"],
     ["-d", "SMP", "--allocators", "1"], ["--nr-cpus", "0"], ["--page-offset", "0x1ffffffffffffffff"],
     ["--kernel", "2.6.34"], ["--seed", "x"], ["--arch", "i386", "--pages", "2000000"], ["--frob"],
+    ["--trace", "/nonexistent/dir/t.json"], ["--trace", "fifo"], ["--trace", "fifo", "--overwrite"],
+    ["--trace", "notes.txt"], ["--trace", "sub"], ["--trace", "sub/"], ["--trace", "link.state", "--overwrite"],
+    ["--trace", "notes.txt/t.json"], ["--trace", ""],
 ]
 KMEM = [
     ["missing.state"], ["sub"], ["fifo"], ["notes.txt"], ["loop"], ["notes.txt/x"], ["n" * 300], ["/dev/null"],
     ["good.state", "--pfn", "99999"], ["good.state", "--pfn", "x"], ["good.state", "--pfn", "60:10"],
     ["good.state", "--pfn", "0:0"], ["good.state", "--pfn", "-1"], ["good.state", "--is", "bogus"], [],
+    ["good.state", "--history", "64"], ["good.state", "--history", "-1"], ["good.state", "--history", "x"],
+    ["good.state", "--history", "1"], ["good.state", "--history", "1", "--pfn", "0"],
+    ["good.state", "--history", "1", "--is", "ksm"],
     *([f"{name}.state"] for name in HOSTILE), ["deep.state"], ["short.state"], ["biglen.state"],
 ]
 LAYOUT_CASES = [
@@ -113,10 +119,16 @@ EXPLORE = [  # the state file flags as run takes them; the rest are in test_expl
     ["--state", "notes.txt"], ["--state", "notes.txt", "--overwrite"], ["--state", "good.state"],
     ["--state", "fifo", "--overwrite"], ["--state", "sub/"], ["--state", "link.state", "--overwrite"],
     ["--state", "/nonexistent/dir/x"], ["--overwrite"], ["--all", "--state", "x.state"],
+    ["--trace", "/nonexistent/dir/t.json"], ["--trace", "fifo"], ["--trace", "notes.txt"], ["--trace", "sub"],
+    ["--all", "--trace", "t.json"],
 ]
 REPLAY = [["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.state"], ["/dev/null"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--overwrite"],
-          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--state", "good.state"]]
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--state", "good.state"],
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "fifo"],
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "notes.txt"],
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "/nonexistent/t"],
+          ["ksmx1:bogus", "--trace", "t.json"]]
 CASES = ([pytest.param(EMU + ["run", *a], id="run " + " ".join(a)[:40]) for a in RUN]
          + [pytest.param(EMU + ["kmem", *a], id="kmem " + " ".join(a)[:40]) for a in KMEM]
          + [pytest.param(EMU + ["explore", *a], id="explore " + " ".join(a)[:40]) for a in EXPLORE]

@@ -79,3 +79,12 @@ def test_bench_ksm_says_what_it_does_and_cleans_up_when_stopped():
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "removed" in err and "Traceback" not in err
     assert _bench_dirs() == before
+
+
+def test_bench_trace_json():
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_trace.py"), "--json", "--pairs", "1", "--duration", "1",
+                        "--pages", "2048", "--workload", "busy-ksmd"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    w = json.loads(r.stdout)["workloads"]["busy-ksmd"]
+    assert w["untraced"]["calls_per_s_median"] > 0 and w["ratio"] > 0 and isinstance(w["meets_goal"], bool)
+    assert w["traced"]["runs"][0]["trace_events"] > 0 and w["untraced"]["runs"][0]["trace_events"] == 0

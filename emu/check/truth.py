@@ -176,6 +176,8 @@ class Truth:
         off = mm.violations + idx * VIOLATION_DTYPE.itemsize
         for (o, size), value in zip(_VREC, rec):
             h.store(off + o, size, value)
+        if mm.tr is not None:  # its instant event in the CPU's trace ring
+            mm.tr.violation(idx, pfn)
 
     def record_latency(self, ns: int, kind: int) -> None:
         """One more sample in the `kind` histogram (LAT_ANON, LAT_KSM): every

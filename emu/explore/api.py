@@ -32,6 +32,8 @@ from ..mm.protocol import PROTOCOLS
 from ..mm.regions import PTRS_PER_GROUP, Geometry
 from ..report import decode_violation, describe, mapping_members, violation_records
 from ..statefile import claim
+from ..trace.export import trace_of_world
+from ..trace.ring import CLOCK_STEPS, EXPLORE_CAPACITY, RingLayout
 from . import timeline as tl
 from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
@@ -84,6 +86,7 @@ class Counterexample:
     steps: int
     preemptions: int
     minimized_from: dict | None = None  # steps and preemptions before --minimize
+    trace: dict | None = None  # Chrome trace-event JSON of the replay (with trace=True)
     _session_args: tuple = field(default=(), repr=False)
 
     def replay(self) -> Replayed:
@@ -101,6 +104,7 @@ class Replayed:
     schedule: str
     findings: list[dict]
     timeline: list[dict]
+    trace: dict | None = None
 
 
 @dataclass
@@ -119,6 +123,7 @@ class Result:
     outcomes: Counter
     counterexamples: list[Counterexample] = field(default_factory=list)  # with keep_going: one per new kind
     checks: frozenset = frozenset()  # the emu.check checkers that ran on every execution
+    trace: dict | None = None  # with trace=True: the first counterexample's, else the first schedule's
 
     @property
     def steps_per_s(self) -> float:
@@ -158,14 +163,25 @@ class Session:
         else:  # the user's: created as run creates it (new, private, locked), never over a file
             self._claimed = claim(state, overwrite)
             state, fd = self._claimed.path, self._claimed.fd
+        # a trace ring per CPU, and one for the setup: filled on recorded replays only
+        self.trace_layout = RingLayout(("setup", *scenario.role_names), (0, *(cpus[r] for r in scenario.role_names)),
+                                       EXPLORE_CAPACITY, CLOCK_STEPS)
         ncpus = max([cfg.nr_cpus, *(c + 1 for c in cpus.values())])
         nmms = max(2, len(scenario.roles))
         geo = Geometry(nr_pages=scenario.pages, nslots=2 * PTRS_PER_GROUP, ngroups=2, node_capacity=16,
                        contents=16, nmms=nmms, violation_capacity=64, ncpus=ncpus)
         base = stable_node_base(cfg)
         self.world = boot(state, cfg, scenario.pages, protocol=protocol, nmms=nmms, geo=geo,
-                          extra=scenario.extra, bases={"stable_nodes": base} if base is not None else None,
-                          meta={"scenario": scenario.name, "cpus": cpus}, fd=fd)
+                          extra=[*scenario.extra, self.trace_layout.region()],
+                          bases={"stable_nodes": base} if base is not None else None,
+                          meta={"scenario": scenario.name, "cpus": cpus, "trace": self.trace_layout.meta()}, fd=fd)
+        from ..mm.trace import TraceRings
+
+        # the setup's events go to its ring at time 0, and stay in the snapshot
+        self.world.trace = TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True)
+        roles = scenario.role_names
+        self._rings = TraceRings(self.world, route=lambda mm: 1 + roles.index(mm.role) if mm.role in roles else None,
+                                 gauge_each=True)
         # the setup builds its state as a correct kernel would; a broken variant
         # applies to the explored roles only
         tested = self.world.protocol
@@ -174,6 +190,7 @@ class Session:
             self.data = scenario.setup(self.world) if scenario.setup else {}
         finally:
             self.world.protocol = tested
+            self.world.trace = None
         found = self._violations()
         if found:
             raise RuntimeError(f"scenario {scenario.name}: its setup broke an invariant: {found[0]}")
@@ -184,7 +201,19 @@ class Session:
 
     def run(self, strategy: Strategy, record: bool = False) -> tuple[str | None, Env]:
         env = Env(self.world, copy.deepcopy(self.data), dict(self.cpus))
-        return self.runner.execute(strategy, env, policy=REPORT, record=record), env
+        self.world.trace = self._rings if record else None  # a recorded replay fills the trace rings
+        self._rings.reset()  # the execution restores the rings' bytes before it makes its contexts
+        try:
+            return self.runner.execute(strategy, env, policy=REPORT, record=record), env
+        finally:
+            self.world.trace = None
+
+    def trace(self, choices: Iterable[int]) -> dict:
+        """The Chrome trace of the last recorded run, which ran `choices`."""
+        c = self.cfg
+        schedule = self.schedule(choices)
+        return trace_of_world(self.world, f"ksm-emu {self.scenario.name}, {self.protocol}, {c.arch.name} {c.kernel}",
+                              {"schedule": schedule, "replay": f"ksm-emu replay {schedule}"})[0]
 
     def findings(self, outcome: str | None, env: Env) -> list[dict]:
         out = self._violations()
@@ -256,7 +285,7 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
             cpus: Mapping[str, int] | None = None, minimize: bool = False, keep_going: bool = False,
             time_limit: float | None = None, state: str | os.PathLike | None = None,
             overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
-            checks: Iterable[str] = DEFAULT_CHECKS) -> Result:
+            checks: Iterable[str] = DEFAULT_CHECKS, trace: bool = False) -> Result:
     """Run the scenario's interleavings under `strategy` (dpor, dfs, pct, random)
     until a violation (with `keep_going`, on: the first of each kind is kept),
     the end of the space (`complete`), `schedules` executions or `time_limit`
@@ -265,7 +294,9 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     final state of the last replay (an existing one replaced only with
     `overwrite`, and only if it is a ksm-emu state file no run holds).
     `checks`: emu.check's checkers on every execution, lockdep and kcsan;
-    their findings fail an execution like a violation does."""
+    their findings fail an execution like a violation does. With `trace`,
+    `Result.trace` is the Chrome trace of the first counterexample or, with
+    none, of the first schedule, replayed (every counterexample has its own)."""
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
@@ -274,6 +305,7 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     explored = blocked = steps = 0
     outcomes: Counter = Counter()
     found: list[tuple] = []  # (choices, findings), the first execution of each new kind
+    first: tuple[int, ...] | None = None  # the first schedule run, for a trace without a violation
     kinds: set[str] = set()
     t0 = time.perf_counter()
     try:
@@ -285,6 +317,7 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
                 blocked += 1
             else:
                 explored += 1
+                first = first or tuple(session.runner.choices)
                 findings = session.findings(outcome, env)
                 if scenario.observe is not None:
                     outcomes[scenario.observe(env)] += 1
@@ -305,10 +338,15 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
         finished = bool(getattr(strat, "finished", False))
         complete = finished and (keep_going or not found)
         cxs = [_counterexample(session, c, f, minimize) for c, f in found]
+        traced = cxs[0].trace if cxs else None
+        if trace and not cxs and first is not None:
+            session.run(Replay(list(first)), record=True)
+            traced = session.trace(first)
     finally:
         session.close()
     return Result(scenario.name, protocol, cfg, strategy, not found, explored, complete, elapsed,
-                  steps, blocked, cxs[0] if cxs else None, outcomes, cxs, session.checks)
+                  steps, blocked, cxs[0] if cxs else None, outcomes, cxs, session.checks,
+                  traced if trace else None)
 
 
 def _counterexample(session: Session, choices: tuple[int, ...], findings: list[dict],
@@ -320,11 +358,14 @@ def _counterexample(session: Session, choices: tuple[int, ...], findings: list[d
         if shorter is not None and shorter != choices:
             before = {"steps": len(choices), "preemptions": _preemptions(session, choices)}
             choices = shorter
+    preemptions = _preemptions(session, choices)
+    # last, so that a kept state file holds this replay's final bytes and trace rings
     outcome, env = session.run(Replay(list(choices)), record=True)
     findings = session.findings(outcome, env)
     timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
+    traced = session.trace(choices)
     return Counterexample(session.schedule(choices), findings, timeline, len(choices),
-                          _preemptions(session, choices), before,
+                          preemptions, before, traced,
                           (session.scenario, session.cfg, session.protocol, session.cpus, choices,
                            session.checks))
 
@@ -383,7 +424,7 @@ def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int]
         outcome, env = session.run(Replay(list(choices)), record=True)
         findings = session.findings(outcome, env)
         timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
-        return Replayed(session.schedule(choices), findings, timeline)
+        return Replayed(session.schedule(choices), findings, timeline, session.trace(choices))
     finally:
         session.close()
 

@@ -58,7 +58,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--state", metavar="FILE",
                    help="keep the machine file: the final state of the counterexample's replay")
     g.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds")
+                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds, "
+                        "and an existing --trace FILE")
+    g.add_argument("--trace", metavar="FILE",
+                   help="write the counterexample's replay (with no violation: the first schedule's) as Chrome "
+                        "trace-event JSON to FILE, for ui.perfetto.dev or chrome://tracing; time is the step number")
     g.add_argument("--all", action="store_true",
                    help="pagetable-reuse on every row of `ksm-layout hazard --all` (same flags): the "
                         "static and dynamic verdicts side by side; exit 1 on a disagreement")
@@ -77,10 +81,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("schedule", metavar="STRING|FILE.json")
     r.add_argument("--state", metavar="FILE", help="keep the machine file with the replay's final state")
     r.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds")
+                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds, "
+                        "and an existing --trace FILE")
+    r.add_argument("--trace", metavar="FILE",
+                   help="write the replay as Chrome trace-event JSON to FILE (ui.perfetto.dev, chrome://tracing); "
+                        "time is the step number")
     r.add_argument("--checks", type=checks_arg, default=EXPLORE_CHECKS, metavar="LIST",
                    help="checkers: lockdep, kcsan, or none (default: lockdep,kcsan)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="one JSON object: schedule, holds, violations, timeline")
     r.set_defaults(func=cmd_replay)
 
 
@@ -101,15 +109,36 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--time-limit {args.time_limit}: want a positive number of seconds")
     if args.max_mem is not None and (not args.all or args.max_mem < 1):
         raise UserError("--max-mem goes with --all and wants a positive number of bytes")
-    if args.all and (args.scenario != "pagetable-reuse" or args.state or args.minimize or args.keep_going):
+    if args.all and (args.scenario != "pagetable-reuse" or args.state or args.minimize or args.keep_going
+                     or args.trace):
         raise UserError("--all runs --scenario pagetable-reuse over the hazard matrix; "
-                        "it takes none of --state, --minimize, --keep-going")
+                        "it takes none of --state, --minimize, --keep-going, --trace")
     _check_overwrite(args)
 
 
 def _check_overwrite(args: argparse.Namespace) -> None:
-    if args.overwrite and args.state is None:
-        raise UserError("--overwrite goes with --state FILE")
+    if args.overwrite and args.state is None and args.trace is None:
+        raise UserError("--overwrite goes with --state FILE or --trace FILE")
+    if args.trace is not None:
+        from ..trace.output import TraceFileError, check_trace_path
+
+        try:
+            check_trace_path(args.trace, args.overwrite)
+        except TraceFileError as e:
+            raise UserError(str(e)) from None
+
+
+def _write_trace(args: argparse.Namespace, trace: dict | None) -> None:
+    from pathlib import Path
+
+    from ..trace.output import TraceFileError, write_trace
+
+    if args.trace is None or trace is None:
+        return
+    try:
+        write_trace(Path(args.trace), trace, args.overwrite)
+    except TraceFileError as e:
+        raise UserError(str(e)) from None
 
 
 def _cpus(args: argparse.Namespace, roles: list[str]) -> dict[str, int]:
@@ -158,9 +187,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
                     seed=args.seed or 0, depth=args.depth or 3, preemption_bound=args.preemption_bound, cpus=cpus,
                     minimize=args.minimize, keep_going=args.keep_going, time_limit=args.time_limit,
                     state=args.state, overwrite=args.overwrite, checks=args.checks,
-                    progress=_progress(sys.stderr.isatty() and not args.json))
+                    progress=_progress(sys.stderr.isatty() and not args.json), trace=args.trace is not None)
     except MachineError as e:
         raise UserError(str(e)) from None
+    _write_trace(args, r.trace)
     if sys.stderr.isatty() and not args.json:
         sys.stderr.write("\r\033[K")
     if args.json:
@@ -217,6 +247,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         r = replay(text, state=args.state, overwrite=args.overwrite, checks=args.checks)
     except (ScheduleError, Nondeterminism, MachineError) as e:
         raise UserError(str(e)) from None
+    _write_trace(args, r.trace)
     if args.json:
         print_json(render.replayed_json(r))
     else:

@@ -71,6 +71,7 @@ class World:
     offsets: dict = field(repr=False)
     kernel_mem: KernelAtomics = field(repr=False)
     host_mem: Atomics = field(repr=False)
+    trace: object = field(default=None, repr=False)  # emu.mm.trace.TraceRings while traced
 
     @classmethod
     def over(cls, m: Machine) -> World:

@@ -82,6 +82,7 @@ class MM:
 
             self.lockdep = Lockdep(self)
             self.a = LockdepMem(self.a, self.lockdep)
+        self.tr = None if world.trace is None else world.trace.tracer(self)  # emu.mm.trace
 
     # -- addresses -------------------------------------------------------------
     def page_off(self, pfn: int) -> int:

@@ -30,6 +30,7 @@ from .ksm_nodes import (
 from .page import lock_page, page_mapping_once, set_page_stable_node, unlock_page
 from .refcount import get_page, get_page_unless_zero, put_page
 from .regions import Geometry
+from .trace import traced
 
 
 class StableTree:
@@ -72,6 +73,7 @@ def ksm_thread_mutex_unlock(mm: MM) -> None:
         mm.lockdep.released(KSM_MUTEX, KSM_MUTEX_OFF)
 
 
+@traced("get_ksm_page", 1)
 def get_ksm_page(mm: MM, tree: StableTree, idx: int) -> int:
     """The stable_node's KSM page with a reference taken, or -1 when the page
     has gone (the stale node is then removed from the stable tree).
@@ -141,6 +143,7 @@ def remove_node_from_stable_tree(mm: MM, tree: StableTree, idx: int) -> None:
     free_stable_node(mm, tree, idx)
 
 
+@traced("free_stable_node", 1)
 def free_stable_node(mm: MM, tree: StableTree, idx: int) -> None:
     mm.truth.stable_node_freed(stable_node_kpfn(mm, idx), node_addr(mm, idx))
     content = int(tree.content[idx])

@@ -11,8 +11,10 @@ from .pgtable import group_of, pte, set_pte, vaddr
 from .ptlock import pte_lock, pte_lock_deinit, pte_lock_init, pte_unlock
 from .refcount import get_page, put_page
 from .rmap import page_add_new_anon_rmap, try_to_unmap_one
+from .trace import traced
 
 
+@traced("do_anonymous_page", 0, 2)
 def do_anonymous_page(mm: MM, slot: int, anon_vma: int, content: int) -> bool:
     """Fault a new anon page, filled with `content`, in at an empty slot."""
     pfn = alloc_page(mm, ANON)
@@ -32,6 +34,7 @@ def do_anonymous_page(mm: MM, slot: int, anon_vma: int, content: int) -> bool:
     return mapped
 
 
+@traced("zap_pte", 0)
 def zap_pte(mm: MM, slot: int) -> int:
     """zap_pte_range on one pte: unmap whatever slot maps and drop the
     mapping's reference. Returns the pfn unmapped, or -1."""
@@ -48,6 +51,7 @@ def follow_page(mm: MM, slot: int) -> int:
     return pfn
 
 
+@traced("pte_alloc_one")
 def pte_alloc_one(mm: MM) -> int | None:
     """A new page-table page: allocated, its constructor run (pte_lock_init)."""
     pfn = alloc_page(mm, PAGETABLE)
@@ -56,6 +60,7 @@ def pte_alloc_one(mm: MM) -> int | None:
     return pfn
 
 
+@traced("pte_free", 0)
 def pte_free(mm: MM, pfn: int) -> None:
     """pte_lock_deinit, then the page goes back."""
     pte_lock_deinit(mm, pfn)

@@ -12,6 +12,7 @@ from ..check.lockdep import PAGE_LOCK
 from ..check.shadow import W_SLAB
 from . import testbreak
 from .context import MM, PAGE_MAPPING_ANON, PAGE_MAPPING_KSM, PG_LOCKED
+from .trace import traced
 
 SLAB_INUSE_OBJECTS = 0x00200000  # the u16 pair over _mapcount, as one 32-bit value
 
@@ -53,6 +54,7 @@ def page_stable_node(mapping: int) -> int:
     return page_rmapping(mapping) if PageKsm(mapping) else 0
 
 
+@traced("set_page_stable_node", 0, 1)
 def set_page_stable_node(mm: MM, pfn: int, node: int) -> None:
     """page->mapping = node + PAGE_MAPPING_ANON + PAGE_MAPPING_KSM (node 0: the
     bare 0x3 a page carries while it is being merged)."""

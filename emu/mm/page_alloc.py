@@ -19,6 +19,7 @@ from . import testbreak
 from .context import MM, PG_LOCKED
 from .page import PageAnon, page_mapping_raw, set_page_mapping
 from .regions import freelist_dtype
+from .trace import traced
 
 M32 = 0xFFFFFFFF
 
@@ -77,6 +78,7 @@ def set_page_refcounted(mm: MM, pfn: int) -> None:
     mm.a.atomic_set(mm.page_off(pfn) + mm.count_rel, 1)
 
 
+@traced("alloc_page", 0)
 def alloc_page(mm: MM, state: int) -> int | None:
     """A free page for `state` (ANON, PAGECACHE, ...: what the shadow records it
     as): _count 1, _mapcount -1. None when memory is exhausted."""
@@ -105,6 +107,7 @@ def free_pages_check(mm: MM, pfn: int) -> int:
     return bad
 
 
+@traced("free_hot_cold_page", 0)
 def free_hot_cold_page(mm: MM, pfn: int) -> None:
     if PageAnon(page_mapping_raw(mm, pfn)) and mm.protocol.clear_on_free:
         set_page_mapping(mm, pfn, 0, W_NULL)  # "if (PageAnon(page)) page->mapping = NULL"

@@ -13,6 +13,7 @@ from .page import page_mapcount_add, page_mapping_raw, page_stable_node, set_pag
 from .pgtable import group_of, pte, set_pte
 from .ptlock import pte_lock, pte_unlock
 from .refcount import put_page
+from .trace import traced
 
 
 def page_add_new_anon_rmap(mm: MM, pfn: int, anon_vma: int) -> None:
@@ -45,6 +46,7 @@ def try_to_unmap_one(mm: MM, slot: int, pfn: int) -> int:
     return found
 
 
+@traced("try_to_unmap", 0, 1)
 def try_to_unmap(mm: MM, pfn: int, slot: int) -> int:
     """Every pte of a page the caller holds (referenced and locked), found at
     slot: a KSM page's through its stable_node's hlist, an anon page's is the

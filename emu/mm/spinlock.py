@@ -105,6 +105,8 @@ def _after_acquire(mm: MM, off: int, lm: LockModel) -> None:
     if lm.dep_cpu_rel >= 0:  # LOCK_STAT's lock_acquired: cpu and ip
         a.store(off + lm.dep_cpu_rel, 4, mm.cpu)
         a.store(off + lm.dep_ip_rel, lm.word, lm.dep_ip)
+    if mm.tr is not None:  # the held slice (emu.mm.trace)
+        mm.tr.lock(off)
 
 
 def spin_trylock(mm: MM, off: int, lm: LockModel) -> bool:
@@ -176,3 +178,5 @@ def spin_unlock(mm: MM, off: int, lm: LockModel) -> None:
         a.fetch_add(off + lm.lock_rel + srel, ssize, 1)
     if mm.lockdep is not None:
         mm.lockdep.released(_lockdep_class(mm, off), off)
+    if mm.tr is not None:
+        mm.tr.unlock(off)

@@ -8,8 +8,10 @@ from .page import trylock_page, unlock_page
 from .page_alloc import free_hot_cold_page
 from .refcount import page_freeze_refs, put_page
 from .rmap import try_to_unmap
+from .trace import traced
 
 
+@traced("shrink_page", 1, 0)
 def shrink_page(mm: MM, slot: int, pfn: int) -> bool:
     """Reclaim the page found at slot, which the caller holds a reference to
     (the reference goes either way). True if the page was freed here."""

@@ -35,6 +35,8 @@ class Ksmd:
     def _step(self) -> int:
         """One slot; at the end of a batch, the nodes a descent meets, then sleep."""
         mm = self.mm
+        if self.scanned == 0 and mm.tr is not None:
+            mm.tr.batch_begin(self.cursor)
         scan_slot(mm, self.tree, self.cursor)
         self.cursor += 1
         if self.cursor == mm.geo.nslots:  # a full pass: the unstable tree starts afresh
@@ -48,6 +50,9 @@ class Ksmd:
         self.scanned = 0
         mm.count("ksmd_scanned", self.p.pages_to_scan)
         self.node_cursor = meet_nodes(mm, self.tree, self.node_cursor)
+        if mm.tr is not None:
+            mm.tr.gauges()
+            mm.tr.batch_end(self.p.pages_to_scan)
         return int(self.p.sleep_ms * 1e6)
 
     def finish(self) -> None:

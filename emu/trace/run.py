@@ -1,0 +1,59 @@
+"""--trace on `ksm-emu run`: a ring per role in the state file, each role
+writing its own from its process, and the Chrome trace written by the
+launcher at the end, from the file (so a killed role's events are there)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..machfile import RegionSpec
+from .decode import TraceContext
+from .export import trace_of_view
+from .output import TraceFileError, write_trace
+from .ring import CLOCK_WALL, RUN_CAPACITY, RingLayout
+
+
+def layout(spec: object) -> RingLayout:
+    names = spec.role_names()
+    return RingLayout(tuple(names), tuple(spec.cpus[n] for n in names), RUN_CAPACITY, CLOCK_WALL)
+
+
+def region_and_meta(spec: object) -> tuple[list[RegionSpec], dict]:
+    """What boot adds for a traced run: the rings' region and their description."""
+    if not spec.trace:
+        return [], {}
+    lay = layout(spec)
+    return [lay.region()], {"trace": lay.meta()}
+
+
+def start_role(spec: object, world: object) -> None:
+    """In a role's process, before its context is made: its ring is its role's."""
+    if spec.trace:
+        from ..mm.trace import TraceRings
+
+        world.trace = TraceRings(world)
+
+
+@dataclass
+class Export:
+    ctx: TraceContext
+    lay: RingLayout
+
+    @classmethod
+    def before_close(cls, spec: object, world: object) -> Export | None:
+        """What the launcher keeps of the machine to decode the trace after unmapping it."""
+        return cls(TraceContext.of(world.machine), layout(spec)) if spec.trace else None
+
+    def write(self, spec: object, view: object, summary: dict) -> dict:
+        """Write the trace; what the summary says of it."""
+        c = spec.cfg
+        title = f"ksm-emu run: {c.arch.name} {c.kernel}, protocol {spec.protocol}, {spec.pages} pages"
+        trace, rings = trace_of_view(view, self.ctx, self.lay, title,
+                                     {"config": c.as_dict(), "protocol": spec.protocol, "state": spec.state})
+        out = {"file": spec.trace, **rings}
+        try:
+            write_trace(Path(spec.trace), trace, spec.overwrite)
+        except TraceFileError as e:
+            out["error"] = str(e)
+        return out
