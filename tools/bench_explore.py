@@ -113,8 +113,11 @@ def bench_steps() -> dict:
         session.close()
     n = len(schedules)
     per = 1e6 / steps
+    checked = explore(sc, checks=("lockdep", "kcsan"))  # explore's default: every access checked too
     return {"scenario": "stale-node", "protocol": "keyhole", "schedules": n, "steps": steps,
             "elapsed_s": total, "steps_per_s": steps / total,
+            "with_checks": {"checks": ["lockdep", "kcsan"], "steps_per_s": checked.steps_per_s,
+                            "elapsed_s": checked.elapsed_s, "complete": checked.complete},
             "us_per_step": {"total": total * per, "kernel_code": straight * per,
                             "scheduler": max(0.0, replayed - straight) * per,
                             "dpor_bookkeeping": max(0.0, total - replayed) * per}}
