@@ -83,6 +83,7 @@ class Lockdep:
     def __init__(self, mm: MM) -> None:
         self.mm = mm
         self.held: list[tuple[int, int]] = []  # (class, offset), in acquisition order
+        self.ksm_mutex_held = False
         self._reported: set = set()
         self.big = mm.cfg.byte_order == "big"
         o, g, m = mm, mm.geo, mm.m
@@ -93,6 +94,10 @@ class Lockdep:
             (o.sn_off, o.sn_off + g.node_capacity * o.sn_size, self._node),
             (o.ri_off, o.ri_off + g.nslots * o.ri_size, self._item),
         )
+        self._page_lo, self._page_hi = self._spans[1][:2]
+        km = m.region("kmalloc")
+        self._kmalloc_lo, self._kmalloc_hi = km.offset, km.offset + km.size
+        self._known = [False] * (NCLASSES * NCLASSES)
 
     # -- the held set -------------------------------------------------------------------
     def acquired(self, cls: int, off: int) -> None:
@@ -104,25 +109,41 @@ class Lockdep:
             else:
                 self._order(hc, ho, cls, off)
         self.held.append((cls, off))
+        if cls == KSM_MUTEX:
+            self.ksm_mutex_held = True
 
     def released(self, cls: int, off: int) -> None:
         try:
             self.held.remove((cls, off))
         except ValueError:
             pass  # released a lock it did not take: spin_unlock's own debug checks say so
+        if cls == KSM_MUTEX:
+            self.ksm_mutex_held = False
 
     def holds(self, cls: int, off: int) -> bool:
         return (cls, off) in self.held
 
+    def spin_class(self, off: int) -> int:
+        """A spinlock's class, by where it lives: in a struct page (the split
+        ptlock), in a kmalloc'd mm_struct (page_table_lock), elsewhere a test's own."""
+        if self._page_lo <= off < self._page_hi:
+            return PTL
+        return MM_PTL if self._kmalloc_lo <= off < self._kmalloc_hi else SPIN
+
     def _order(self, a: int, a_off: int, b: int, b_off: int) -> None:
         h, base = self.mm.h, self.region + _HEAD
-        h.store(base + a * NCLASSES + b, 1, 1)
+        if not self._known[a * NCLASSES + b]:  # the shared matrix is written once per pair, not per lock taken
+            self._known[a * NCLASSES + b] = True
+            if not h.load(base + a * NCLASSES + b, 1):
+                h.store(base + a * NCLASSES + b, 1, 1)
         if h.load(base + b * NCLASSES + a, 1):
             self._finding(LOCK_ORDER, b_off, 0, 0, a, a_off, want_cls_taken=b)
 
     # -- the table ---------------------------------------------------------------------------
     def check(self, op: int, off: int, size: int) -> None:
         """A plain access (op 0 load, 1 store): is its lock held?"""
+        if op == 0 and self._page_lo <= off < self._page_hi:
+            return  # no rule for plain loads of struct page
         for lo, hi, rule in self._spans:
             if lo <= off < hi:
                 want = rule(off, size, op == 1)
@@ -221,7 +242,9 @@ def records(world: object) -> tuple[np.ndarray, int]:
 
 class LockdepMem:
     """The kernel accessor of a CPU whose plain accesses lockdep checks; marked
-    and atomic accesses are the wrapped accessor's own methods."""
+    and atomic accesses are the wrapped accessor's own methods. A plain access
+    outside the table's bytes costs two comparisons (loads: the ptes and
+    ksm's structs; stores: those and mem_map)."""
 
     def __init__(self, real: object, lockdep: Lockdep) -> None:
         from ..mm.mem import ACCESSES
@@ -230,13 +253,36 @@ class LockdepMem:
         for name in ACCESSES:
             if name not in OPS:
                 setattr(self, name, getattr(real, name))
+        o, g = lockdep.mm, lockdep.mm.geo
+        self._ld = lockdep
+        self._pte = (o.ptes, o.ptes + g.nslots * o.word)
+        self._ksm = (min(o.sn_off, o.ri_off), max(o.sn_off + g.node_capacity * o.sn_size,
+                                                  o.ri_off + g.nslots * o.ri_size))
+        self._page = (o.mem_map, o.mem_map + g.nr_pages * o.psize, o.psize, o.mapping_rel)
+
+    def _covered(self, off: int, write: bool) -> bool:
+        """Whether some rule may apply: ptes; ksm's structs unless ksmd holds its
+        mutex (every rule there is then met); mapping stores."""
+        lo, hi = self._pte
+        if lo <= off < hi:
+            return True
+        lo, hi = self._ksm
+        if lo <= off < hi:
+            return not self._ld.ksm_mutex_held
+        if write:
+            lo, hi, psize, rel = self._page
+            return lo <= off < hi and (off - lo) % psize == rel
+        return False
 
     def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
-        self._check(0, off, size)
+        pte, ksm = self._pte, self._ksm  # _covered, inlined: this is every plain load's path
+        if pte[0] <= off < pte[1] or (ksm[0] <= off < ksm[1] and not self._ld.ksm_mutex_held):
+            self._check(0, off, size)
         return self._r.load(off, size, signed, **kw)
 
     def store(self, off: int, size: int, value: int, **kw: object) -> None:
-        self._check(1, off, size)
+        if self._covered(off, True):
+            self._check(1, off, size)
         self._r.store(off, size, value, **kw)
 
     def __getattr__(self, name: str) -> object:  # release(), byte_order, ...

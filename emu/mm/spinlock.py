@@ -11,7 +11,6 @@ off the run queue until the word says the lock may be taken.
 
 from __future__ import annotations
 
-from ..check.lockdep import MM_PTL, PTL, SPIN
 from ..lockword import SPINLOCK_MAGIC, LockModel
 from .context import MM
 
@@ -24,17 +23,9 @@ class SpinLockup(TimeoutError):
     """A spin wait exceeded its budget (the kernel would print 'spinlock lockup')."""
 
 
-def _lockdep_class(mm: MM, off: int) -> int:
-    """The lock's class, by where it lives: in a struct page (the split ptlock),
-    in a kmalloc'd mm_struct (page_table_lock), elsewhere a test's own."""
-    if mm.mem_map <= off < mm.mem_map + mm.geo.nr_pages * mm.psize:
-        return PTL
-    return MM_PTL if mm.m.region("kmalloc").offset <= off < mm.ptes else SPIN
-
-
 def _acquired(mm: MM, off: int) -> None:
     if mm.lockdep is not None:
-        mm.lockdep.acquired(_lockdep_class(mm, off), off)
+        mm.lockdep.acquired(mm.lockdep.spin_class(off), off)
 
 
 def check_lock(mm: MM, off: int, lm: LockModel) -> None:
@@ -177,6 +168,6 @@ def spin_unlock(mm: MM, off: int, lm: LockModel) -> None:
         srel, ssize = lm.serving_field()
         a.fetch_add(off + lm.lock_rel + srel, ssize, 1)
     if mm.lockdep is not None:
-        mm.lockdep.released(_lockdep_class(mm, off), off)
+        mm.lockdep.released(mm.lockdep.spin_class(off), off)
     if mm.tr is not None:
         mm.tr.unlock(off)
