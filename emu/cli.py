@@ -10,6 +10,7 @@ import sys
 
 from .check.shadow import STATE_NAMES
 from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
+from .experiment_cli import add_parsers as add_experiment_parsers
 from .explore.cli import add_parsers as add_explore_parsers
 from .machine import MachineError
 from .mm.protocol import PROTOCOLS
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_kmem)
     add_explore_parsers(sub)
+    add_experiment_parsers(sub)
     return p
 
 
