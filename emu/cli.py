@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 
+from .campaign.cli import add_parsers as add_campaign_parsers
 from .check.shadow import STATE_NAMES
 from .cliutil import Parser, UserError, add_config_args, config_from_args, number, print_json, run_main
 from .experiment_cli import add_parsers as add_experiment_parsers
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_kmem)
     add_explore_parsers(sub)
     add_experiment_parsers(sub)
+    add_campaign_parsers(sub)
     return p
 
 
