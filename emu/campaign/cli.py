@@ -98,12 +98,13 @@ def _campaign(args: argparse.Namespace, jobs: list[dict], out: Path, client) -> 
     b = bar(len(jobs), "campaign", "job", not args.no_progress)
     b.update(len(records))
     appender = store.Appender(out) if todo else None
-    where = f"Dask at {args.scheduler}" if client is not None else f"{args.jobs or os.cpu_count()} local workers"
+    n = args.jobs or os.cpu_count() or 1
+    where = f"Dask at {args.scheduler}" if client is not None else f"{n} local worker{'s' * (n != 1)}"
     interrupted = False
     try:
         if todo:
             results = (executors.dask(todo, client) if client is not None
-                       else executors.local(todo, args.jobs or os.cpu_count() or 1))
+                       else executors.local(todo, n))
             for rec in results:
                 appender.add(rec)
                 records[key(rec["job"])] = rec
