@@ -79,3 +79,15 @@ def test_bench_ksm_says_what_it_does_and_cleans_up_when_stopped():
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "removed" in err and "Traceback" not in err
     assert _bench_dirs() == before
+
+
+def test_bench_campaign_json():
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_campaign.py"), "--json", "--jobs", "4", "--schedules", "100"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    one, two = d["runs"]
+    assert (one["executor"], one["workers"], two["executor"], two["workers"]) == ("local x1", 1, "local x2", 2)
+    assert one["jobs"] == two["jobs"] == 4 and one["verdicts"] == two["verdicts"] == ["clean"]
+    assert d["speedup_2_over_1"] == round(two["jobs_per_s"] / one["jobs_per_s"], 3)
+    assert 0 < d["cpu_capacity_before"] <= 2.5 and "2 local workers >= 1.6x jobs/s of 1" in d["goals"]
