@@ -8,9 +8,10 @@ import multiprocessing as mp
 import signal
 from collections.abc import Iterator
 
+from ..supervise import _die_with_parent
 from .jobs import run_job
 
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 5
 
 
 class SchedulerError(ValueError):
@@ -18,8 +19,6 @@ class SchedulerError(ValueError):
 
 
 def _pool_worker(parent: int) -> None:
-    from ..supervise import _die_with_parent
-
     _die_with_parent(parent)  # a SIGKILLed campaign leaves no workers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle
 
@@ -27,6 +26,8 @@ def _pool_worker(parent: int) -> None:
 def local(jobs: list[dict], n: int) -> Iterator[dict]:
     """`n` worker processes (fork); on any exit from the loop, they are ended."""
     import os
+
+    from ..explore import api, scenarios  # noqa: F401  (imported once here, not in every forked worker)
 
     pool = mp.get_context("fork").Pool(n, initializer=_pool_worker, initargs=(os.getpid(),))
     try:

@@ -21,13 +21,15 @@ _ONE_AT_A_TIME = threading.Lock()
 
 
 def worker_name() -> str:
-    """The Dask worker's address when inside one, else host:pid."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
+    """The Dask worker's address when inside one, else host:pid. (A Dask worker
+    has imported distributed; a pool worker must not pay for importing it.)"""
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            return distributed.get_worker().address
+        except ValueError:  # not inside a Dask worker
+            pass
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _explore(job: dict) -> dict:
