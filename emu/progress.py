@@ -33,7 +33,10 @@ def bar(total: float, desc: str, unit: str = "it", enabled: bool = True) -> Any:
         return _Silent()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+    # a bar of seconds shows times, not the fractional count of them
+    fmt = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}" if unit == "s" else None
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
+                bar_format=fmt)
 
 
 class Ticker:
