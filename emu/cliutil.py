@@ -123,6 +123,19 @@ def check_output_path(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: not writable here")
 
 
+def stop_signals_interrupt() -> None:
+    """SIGTERM and SIGHUP stop a long command as Ctrl-C does (KeyboardInterrupt,
+    so its temporary files go); a run in progress handles SIGTERM itself (a
+    clean stop with a partial summary), and SIGHUP is passed on as SIGTERM."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")

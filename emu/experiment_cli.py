@@ -8,7 +8,15 @@ import math
 import sys
 from pathlib import Path
 
-from .cliutil import UserError, add_config_args, check_output_path, config_from_args, number, print_json
+from .cliutil import (
+    UserError,
+    add_config_args,
+    check_output_path,
+    config_from_args,
+    number,
+    print_json,
+    stop_signals_interrupt,
+)
 from .reclaim_exp import DEFAULT_DURATION, DEFAULT_PAGES, DEFAULT_RATES, DEFAULT_SLEEP_MS, PROTOCOLS
 
 MAX_RUN_S = 3600.0
@@ -105,6 +113,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     plan = plan_from_args(args)
     plot_to = _plot_path(args.plot) if args.plot else None
+    stop_signals_interrupt()
     runs = plan.runs()
     ticker = Ticker(bar(len(runs) * plan.duration, "reclaim experiment", "s", not args.no_progress))
     done = [0]

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cliutil import UserError, check_output_path, number, read_regular_file
+from ..cliutil import UserError, check_output_path, number, read_regular_file, stop_signals_interrupt
 
 MAX_SPEC_BYTES = 1 << 20
 SHOWN_REPLAYS = 5
@@ -67,6 +67,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         raise UserError(f"{args.spec}: {e}") from None
     out = Path(args.out) if args.out else default_out(args.spec)
     check_output_path(out, "--out")
+    stop_signals_interrupt()
     client = None
     if args.scheduler:
         from .executors import SchedulerError, connect
