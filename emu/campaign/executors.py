@@ -21,6 +21,8 @@ class SchedulerError(ValueError):
 def _pool_worker(parent: int) -> None:
     _die_with_parent(parent)  # a SIGKILLed campaign leaves no workers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle
+    for s in (signal.SIGTERM, signal.SIGHUP):  # Pool.terminate's SIGTERM ends a worker, quietly
+        signal.signal(s, signal.SIG_DFL)
 
 
 def local(jobs: list[dict], n: int) -> Iterator[dict]:
