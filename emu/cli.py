@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 
+from .campaign.cli import add_parsers as add_campaign_parsers
 from .check import RUN_CHECKS
 from .check.shadow import STATE_NAMES
 from .cliutil import (
@@ -20,6 +21,7 @@ from .cliutil import (
     print_json,
     run_main,
 )
+from .experiment_cli import add_parsers as add_experiment_parsers
 from .explore.cli import add_parsers as add_explore_parsers
 from .machine import MachineError
 from .mm.protocol import PROTOCOLS
@@ -110,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="one JSON object (rows streamed one page a line)")
     k.set_defaults(func=cmd_kmem)
     add_explore_parsers(sub)
+    add_experiment_parsers(sub)
+    add_campaign_parsers(sub)
     return p
 
 

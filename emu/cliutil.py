@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from .kconfig import ARCHES, KERNELS, USER_OPTIONS, Config, ConfigError, resolve
@@ -80,6 +82,58 @@ def overrides(args: argparse.Namespace) -> dict:
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out
+
+
+def read_regular_file(path: str, limit: int, what: str) -> bytes:
+    """A small regular file's bytes, or a one-line UserError. Opened without
+    blocking (a FIFO would hang open()) and read only if it is a regular file
+    of at most `limit` bytes; `what` names what it should be, for the message."""
+    from .machfile import file_kind
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{path} is a {file_kind(st.st_mode)}, not {what}")
+        if st.st_size > limit:
+            raise UserError(f"{path}: {st.st_size} bytes; too big for {what}")
+        return os.read(fd, limit + 1)
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def check_output_path(path: Path, flag: str) -> None:
+    """An output file we may create or replace: its directory exists and is
+    writable, and it is not there or is a regular file."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: no directory {parent}")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{flag} {path}: exists and is not a regular file")
+    if not os.access(parent, os.W_OK) or (st is not None and not os.access(path, os.R_OK | os.W_OK)):
+        raise UserError(f"{flag} {path}: not writable here")
+
+
+def stop_signals_interrupt() -> None:
+    """SIGTERM and SIGHUP stop a long command as Ctrl-C does (KeyboardInterrupt,
+    so its temporary files go); a run in progress handles SIGTERM itself (a
+    clean stop with a partial summary), and SIGHUP is passed on as SIGTERM."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def print_json(obj: object) -> None:

@@ -26,7 +26,16 @@ from .check.violations import (
 from .layout import Layout
 from .machine import Machine
 from .mm.context import ROLE_NAMES
-from .mm.regions import COUNTERS, LAT_ANON, LAT_KSM, LAT_NBUCKETS, LAT_REL_ERROR, latency_bucket_bounds
+from .mm.protocol import PROTOCOLS
+from .mm.regions import (
+    COUNTERS,
+    LAT_ANON,
+    LAT_KSM,
+    LAT_NBUCKETS,
+    LAT_REL_ERROR,
+    Geometry,
+    latency_bucket_bounds,
+)
 
 
 def mapping_members(m: Machine, mapping: int) -> list[str]:
@@ -121,11 +130,29 @@ def counts(world: object) -> dict[str, int]:
     return {name: h.load(base + 8 * i, 8) for i, name in enumerate(COUNTERS)}
 
 
+def ksmd_pass_note(spec: object, c: dict[str, int], ksm_freed: int, elapsed: float) -> str | None:
+    """Why ksmd completed no pass, and (refcount) why no KSM page was freed:
+    a run shorter than ksmd's pass leaves every stable_node's reference held."""
+    if c["ksmd_passes"]:
+        return None
+    nslots = Geometry.for_pages(spec.pages, spec.cfg.nr_cpus).nslots
+    pass_s = nslots / spec.pages_to_scan * spec.sleep_ms / 1000.0
+    note = (f"ksmd completed no pass: it walks {nslots} rmap_items at {spec.pages_to_scan} per "
+            f"{spec.sleep_ms:g} ms, at least {pass_s:.1f} s a pass, and ran {elapsed:.1f} s")
+    if PROTOCOLS[spec.protocol].holds_ref and not ksm_freed:
+        note += ("; with refcount a reclaimed KSM page is freed only when ksmd's pass reaches its "
+                 "rmap_items and drops the stable_node's reference, so no KSM page was freed")
+    return note + (f"; for full passes give --duration above {pass_s:.0f}, a larger --ksmd-pages or fewer --pages "
+                   "(ksm-emu experiment reclaim is sized for it)")
+
+
 def summarise(spec: object, view: object, elapsed: float, roles: list[dict], died: list[dict],
               interrupted: str | None, notes: list[str] = ()) -> dict:
     """The run's summary from a RunView (the state file's bookkeeping regions)."""
     c = view.counts()
     lat = view.latency()
+    ksmd_note = ksmd_pass_note(spec, c, percentiles(lat[LAT_KSM])["n"], elapsed)
+    notes = [*notes, *([ksmd_note] if ksmd_note else [])]
     records = view.violation_records()
     by_kind = view.by_kind()
     lockdep, lockdep_total = view.lockdep()

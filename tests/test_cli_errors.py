@@ -78,7 +78,23 @@ def work(tmp_path_factory):
     big.write_bytes(good.read_bytes())
     with open(big, "r+b") as f:
         f.write(PREFIX.pack(b"KSMEMU\x00\x01", 1, HEADER_MAX + 1))
+    from emu.campaign.spec import example
+
+    (d / "spec.json").write_text(example())
+    for name, text in BAD_SPECS.items():
+        (d / f"{name}.json").write_text(text)
     return d
+
+
+BAD_SPECS = {  # campaign SPECs: each malformed in one way
+    "torn": '{"explore": {', "empty": "{}", "list": "[1]", "deep": "[" * 5000 + "]" * 5000,
+    "section": '{"explroe": {}}', "key": '{"explore": {"scenario": ["merge"]}}',
+    "arch": '{"explore": {"configs": [{"arch": "vax"}]}}', "option": '{"run": {"configs": [{"enable": ["FOO"]}]}}',
+    "protocol": '{"explore": {"protocols": ["magic"]}}', "scenarios": '{"explore": {"scenarios": "merge"}}',
+    "seeds": '{"explore": {"seeds": [1, 2]}}', "cpu": '{"explore": {"cpus": {"allocator": 99}}}',
+    "role": '{"explore": {"cpus": {"gpu": 1}}}', "schedules": '{"explore": {"schedules": 0}}',
+    "pages": '{"run": {"pages": 10}}', "duration": '{"run": {"duration": -1}}', "number": '{"run": {"seeds": ["x"]}}',
+}
 
 
 RUN = [
@@ -129,7 +145,19 @@ REPLAY = [["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.s
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "notes.txt"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "/nonexistent/t"],
           ["ksmx1:bogus", "--trace", "t.json"]]
+CAMPAIGN = [[], ["missing.json"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["--example", "spec.json"],
+            ["spec.json", "--jobs", "0"], ["spec.json", "--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"],
+            ["spec.json", "--out", "sub"], ["spec.json", "--out", "fifo"], ["spec.json", "--out", "nodir/x.jsonl"],
+            ["spec.json", "--scheduler", "localhost:8786"], ["spec.json", "--scheduler", "tcp://127.0.0.1:9"],
+            *([f"{name}.json"] for name in BAD_SPECS)]
+EXPERIMENT = [[], ["frob"], ["reclaim", "--rates", "x"], ["reclaim", "--rates", "0"], ["reclaim", "--rates", "5,5"],
+              ["reclaim", "--pages", "10"], ["reclaim", "--duration", "0"], ["reclaim", "--duration", "nan"],
+              ["reclaim", "--ksmd-sleep-ms", "0"], ["reclaim", "--allocators", "0"], ["reclaim", "--protocol", "magic"],
+              ["reclaim", "--plot", "notes.txt"], ["reclaim", "--plot", "nodir/x.png"], ["reclaim", "--plot", "fifo"],
+              ["reclaim", "--arch", "vax"], ["reclaim", "--nr-cpus", "2"]]
 CASES = ([pytest.param(EMU + ["run", *a], id="run " + " ".join(a)[:40]) for a in RUN]
+         + [pytest.param(EMU + ["campaign", *a], id="campaign " + " ".join(a)[:40]) for a in CAMPAIGN]
+         + [pytest.param(EMU + ["experiment", *a], id="experiment " + " ".join(a)[:40]) for a in EXPERIMENT]
          + [pytest.param(EMU + ["kmem", *a], id="kmem " + " ".join(a)[:40]) for a in KMEM]
          + [pytest.param(EMU + ["explore", *a], id="explore " + " ".join(a)[:40]) for a in EXPLORE]
          + [pytest.param(EMU + ["replay", *a], id="replay " + " ".join(a)[:40]) for a in REPLAY]

@@ -145,7 +145,7 @@ def test_stopped_role_is_continued_not_waited_for(tmp_path):
     d = json.loads(out)
     assert p.returncode == 0 and d["died"] == [], err
     assert time.monotonic() - t0 < 6
-    (note,) = d["notes"]
+    (note,) = [n for n in d["notes"] if "SIGSTOP" in n]  # beside the note on ksmd's passes
     assert f"(pid {kids[-1]}) was stopped (SIGSTOP)" in note
     assert all_gone_within(kids, 2)
 

@@ -88,3 +88,15 @@ def test_bench_trace_json():
     w = json.loads(r.stdout)["workloads"]["busy-ksmd"]
     assert w["untraced"]["calls_per_s_median"] > 0 and w["ratio"] > 0 and isinstance(w["meets_goal"], bool)
     assert w["traced"]["runs"][0]["trace_events"] > 0 and w["untraced"]["runs"][0]["trace_events"] == 0
+
+
+def test_bench_campaign_json():
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_campaign.py"), "--json", "--jobs", "4", "--schedules", "100"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    one, two = d["runs"]
+    assert (one["executor"], one["workers"], two["executor"], two["workers"]) == ("local x1", 1, "local x2", 2)
+    assert one["jobs"] == two["jobs"] == 4 and one["verdicts"] == two["verdicts"] == ["clean"]
+    assert d["speedup_2_over_1"] == round(two["jobs_per_s"] / one["jobs_per_s"], 3)
+    assert 0 < d["cpu_capacity_before"] <= 2.5 and "2 local workers >= 1.6x jobs/s of 1" in d["goals"]

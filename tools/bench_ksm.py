@@ -5,7 +5,8 @@
    (emu._ksm_sweep), beside the same keyhole logic in Python calling the
    atomics per node. Nodes per second, on one core.
 2. time-to-free: reclaim's decision to a KSM page on the free list, p50/p99,
-   with the keyhole and the refcount protocol at several ksmd rates.
+   with the keyhole and the refcount protocol at several ksmd rates (the runs
+   of `ksm-emu experiment reclaim`, at the kernel's default size).
 3. big run: 4M struct pages (16 GiB emulated) with ksmd, reclaim and two
    allocators; the proportional set size of every process together, against
    the size of the mapping; violations.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import signal
@@ -124,21 +124,20 @@ def bench_sweep(nodes: int, py_nodes: int, repeats: int) -> dict:
 
 
 def bench_time_to_free(duration: float, pages: int, rates: list[int]) -> list[dict]:
-    from emu.runspec import RunSpec, assign_cpus
-    from emu.supervise import run
+    """The runs of `ksm-emu experiment reclaim` (emu.reclaim_exp), with the
+    kernel's default size and two allocators."""
+    from emu.reclaim_exp import Plan, measure_one
 
+    plan = Plan(pages=pages, duration=duration, allocators=2, rates=tuple(rates))
     out = []
-    for protocol in ("keyhole", "refcount"):
-        for rate in rates:
-            _say(f"time to free: {protocol}, ksmd {rate} pages per 20 ms, {duration:g} s ...")
-            with tempfile.TemporaryDirectory(dir=TMP) as d:
-                spec = RunSpec(cfg=resolve(), protocol=protocol, pages=pages, duration=duration,
-                               pages_to_scan=rate, state=str(Path(d) / "t.state"), progress=False)
-                spec.cpus = assign_cpus(spec, {})
-                s = run(spec, logging.ERROR).summary
-            out.append({"protocol": protocol, "ksmd_pages_per_20ms": rate, "duration_s": duration,
-                        "ksm": s["reclaim_time_to_free_us"], "anon": s["reclaim_time_to_free_anon_us"],
-                        "ksmd_passes": s["counts"]["ksmd_passes"], "violations": s["violations_total"]})
+    for protocol, rate in plan.runs():
+        _say(f"time to free: {protocol}, ksmd {rate} pages per 20 ms, {duration:g} s ...")
+        m = measure_one(plan, protocol, rate, TMP)
+        s = m.summary
+        out.append({"protocol": protocol, "ksmd_pages_per_20ms": rate, "duration_s": duration,
+                    "ksm": s["reclaim_time_to_free_us"], "anon": s["reclaim_time_to_free_anon_us"],
+                    "ksmd_passes": s["counts"]["ksmd_passes"], "violations": s["violations_total"],
+                    "pinned": m.row["pinned"]})
     return out
 
 

@@ -28,6 +28,6 @@ else
   say "cross compilers present"
 fi
 
-say "installing ksm-emu (editable, building the Cython extensions) with its test extras ..."
-python3 -m pip install -q -e '.[test,bench]'
+say "installing ksm-emu (editable, building the Cython extensions) with its test extras (and plot, dask: matplotlib, dask.distributed) ..."
+python3 -m pip install -q -e '.[test,bench,plot,dask]'
 say "done"

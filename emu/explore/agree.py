@@ -51,21 +51,24 @@ def check_row(label: str, cfg: Config, max_mem: int | None = None, cpu: int | No
         row.update(dynamic=f"n/a: {e}", agree="n/a")
         return row
     kinds = {f["kind"] for f in r.counterexample.findings} if r.counterexample else set()
-    found = bool(kinds & KEYHOLE_KINDS)
     if r.counterexample is None:
         row["dynamic"] = f"clean ({r.schedules_explored} schedules{', complete' if r.complete else ''})"
     else:
         row["dynamic"] = ", ".join(sorted(kinds))
         row["replay"] = r.counterexample.schedule
     row["schedules"] = r.schedules_explored
-    if v.verdict == "HAZARD":
-        ok = found
-    elif v.verdict == "cannot rule out":
-        ok = not kinds - KEYHOLE_KINDS
-    else:
-        ok = not kinds
-    row["agree"] = "yes" if ok else "NO"
+    row["agree"] = "yes" if agrees(v.verdict, kinds) else "NO"
     return row
+
+
+def agrees(static: str, kinds: set[str]) -> bool:
+    """Whether pagetable-reuse under the keyhole, finding `kinds`, agrees with
+    the static verdict: a keyhole violation exactly where it says HAZARD."""
+    if static == "HAZARD":
+        return bool(kinds & KEYHOLE_KINDS)
+    if static == "cannot rule out":
+        return not kinds - KEYHOLE_KINDS
+    return not kinds
 
 
 def check_rows(rows: list[tuple[str, Config | str]], max_mem: int | None = None, cpu: int | None = None,

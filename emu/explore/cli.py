@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 
 from ..check import EXPLORE_CHECKS
-from ..cliutil import UserError, add_config_args, checks_arg, config_from_args, number, print_json
+from ..cliutil import (
+    UserError,
+    add_config_args,
+    checks_arg,
+    config_from_args,
+    number,
+    print_json,
+    read_regular_file,
+)
 from ..kconfig import ARCHES, KERNELS, ConfigError, resolve
-from ..machfile import MachineError, file_kind
+from ..machfile import MachineError
 from ..mm.protocol import PROTOCOLS
 from .dpor import Nondeterminism
 from .schedule import ScheduleError
@@ -261,23 +268,9 @@ _JSON_MAX = 64 << 20  # explore --json output with its timelines is well under t
 def _schedule_from_file(path: str) -> str:
     """The replay string in an explore/replay --json output file. Opened without
     blocking (a FIFO would hang open()) and read only if it is a regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file, and not a replay string (ksmx1:...)") from None
-    except OSError as e:
-        raise UserError(f"{path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{path} is a {file_kind(st.st_mode)}, not explore --json output")
-        if st.st_size > _JSON_MAX:
-            raise UserError(f"{path}: {st.st_size} bytes; too big for explore --json output")
-        blob = os.read(fd, _JSON_MAX + 1)
-    except OSError as e:
-        raise UserError(f"{path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
+    if not os.path.lexists(path):
+        raise UserError(f"{path}: no such file, and not a replay string (ksmx1:...)")
+    blob = read_regular_file(path, _JSON_MAX, "explore --json output")
     try:
         d = json.loads(blob)
         text = d.get("replay") or d["violations"][0]["schedule"]

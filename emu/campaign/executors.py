@@ -1,0 +1,69 @@
+"""Where a campaign's jobs run: a local process pool, or a Dask cluster
+(dask.distributed, the optional extra `pip install .[dask]`). Both yield
+records as jobs finish, in whatever order they finish."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+from collections.abc import Iterator
+
+from ..supervise import _die_with_parent
+from .jobs import run_job
+
+CONNECT_TIMEOUT_S = 5
+
+
+class SchedulerError(ValueError):
+    """No Dask here, or no scheduler at the address; one line."""
+
+
+def _pool_worker(parent: int) -> None:
+    _die_with_parent(parent)  # a SIGKILLed campaign leaves no workers behind
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle
+    for s in (signal.SIGTERM, signal.SIGHUP):  # Pool.terminate's SIGTERM ends a worker, quietly
+        signal.signal(s, signal.SIG_DFL)
+
+
+def local(jobs: list[dict], n: int) -> Iterator[dict]:
+    """`n` worker processes (fork); on any exit from the loop, they are ended."""
+    import os
+
+    from ..explore import api, scenarios  # noqa: F401  (imported once here, not in every forked worker)
+
+    pool = mp.get_context("fork").Pool(n, initializer=_pool_worker, initargs=(os.getpid(),))
+    try:
+        yield from pool.imap_unordered(run_job, jobs)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+
+
+def connect(address: str):
+    """A Client of the scheduler at `address` (tcp://HOST:PORT)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SchedulerError("--scheduler needs Dask: pip install 'ksm-emu[dask]' "
+                             "(or: pip install 'dask[distributed]')") from None
+    if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        raise SchedulerError(f"--scheduler {address}: want tcp://HOST:PORT")
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise SchedulerError(f"--scheduler {address}: cannot reach it ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else 'no answer'})") from None
+
+
+def dask(jobs: list[dict], client) -> Iterator[dict]:
+    """Each job a Dask task (pure=False: a job is run, never taken from a cache);
+    the unfinished ones are cancelled when the loop is left."""
+    from distributed import as_completed
+
+    futures = [client.submit(run_job, job, pure=False) for job in jobs]
+    try:
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        client.cancel([f for f in futures if not f.done()])

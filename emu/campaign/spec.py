@@ -1,0 +1,218 @@
+"""A campaign's SPEC (JSON): which jobs to run, expanded to one object per job.
+
+    {"explore": {"configs": [CONFIG, ...], "protocols": [...], "scenarios": [...],
+                 "seeds": [...], "strategy": "pct", "schedules": 200, "depth": 3, "cpus": {...}},
+     "run":     {"configs": [CONFIG, ...], "protocols": [...], "seeds": [...],
+                 "pages": 1024, "duration": 2}}
+
+CONFIG is {"arch", "kernel", "enable": [...], "disable": [...], "nr_cpus",
+"split_ptlock_cpus", "page_offset", "mem_map"}, each optional (numbers may be
+"0x..." strings). Either section may be left out; each is the product of its
+lists. A job is a plain, canonical dict: the same job is the same object on
+any executor and in the results file, which is how a re-run knows it is done.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from ..kconfig import Config, ConfigError, resolve
+from ..mm.protocol import PROTOCOLS
+
+STRATEGIES = ("dpor", "dfs", "pct", "random")
+CONFIG_KEYS = {"arch", "kernel", "enable", "disable", "nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"}
+SECTION_KEYS = {
+    "explore": {"configs", "protocols", "scenarios", "seeds", "strategy", "schedules", "depth", "cpus",
+                "time_limit"},
+    "run": {"configs", "protocols", "seeds", "pages", "duration", "allocators"},
+}
+MAX_JOBS = 100_000
+
+
+class SpecError(ValueError):
+    """A malformed SPEC; the message is one line."""
+
+
+def _num(where: str, v: Any) -> int:
+    if isinstance(v, bool):
+        raise SpecError(f"{where}: want an integer, not {json.dumps(v)}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v, 0)
+        except ValueError:
+            pass
+    raise SpecError(f"{where}: want an integer (or a \"0x...\" string), not {json.dumps(v)}")
+
+
+def _list(where: str, v: Any, default: list | None = None) -> list:
+    if v is None and default is not None:
+        return default
+    if not isinstance(v, list) or not v:
+        raise SpecError(f"{where}: want a non-empty list")
+    return v
+
+
+def config_of(job_config: dict) -> Config:
+    """The kernel config a job's "config" object names."""
+    return resolve(job_config.get("arch", "x86_64"), job_config.get("kernel", "2.6.33"),
+                   enable=job_config.get("enable", []), disable=job_config.get("disable", []),
+                   nr_cpus=job_config.get("nr_cpus"), split_ptlock_cpus=job_config.get("split_ptlock_cpus"),
+                   page_offset=job_config.get("page_offset"), mem_map=job_config.get("mem_map"))
+
+
+def _config(where: str, c: Any) -> dict:
+    if not isinstance(c, dict):
+        raise SpecError(f"{where}: want an object like {{\"arch\": \"ppc64\", \"kernel\": \"2.6.32\"}}")
+    unknown = set(c) - CONFIG_KEYS
+    if unknown:
+        raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(CONFIG_KEYS))}")
+    out: dict = {"arch": c.get("arch", "x86_64"), "kernel": c.get("kernel", "2.6.33")}
+    for key in ("enable", "disable"):
+        opts = c.get(key, [])
+        if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
+            raise SpecError(f"{where}.{key}: want a list of option names")
+        if opts:
+            out[key] = sorted({o.upper().removeprefix("CONFIG_") for o in opts})
+    for key in ("nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"):
+        if c.get(key) is not None:
+            out[key] = _num(f"{where}.{key}", c[key])
+    if not isinstance(out["arch"], str) or not isinstance(out["kernel"], str):
+        raise SpecError(f"{where}: arch and kernel are strings")
+    try:
+        config_of(out)
+    except ConfigError as e:
+        raise SpecError(f"{where}: {e}") from None
+    return out
+
+
+def _choices(where: str, v: Any, known: list[str] | tuple[str, ...]) -> list[str]:
+    items = _list(where, v)
+    for x in items:
+        if x not in known:
+            raise SpecError(f"{where}: unknown {json.dumps(x)}; choose from {', '.join(known)}")
+    return list(dict.fromkeys(items))
+
+
+def _explore_jobs(sec: dict) -> list[dict]:
+    from ..explore.agree import allocator_cpu
+    from ..explore.scenarios import SCENARIOS
+
+    configs = [_config(f"explore.configs[{i}]", c) for i, c in enumerate(_list("explore.configs", sec.get("configs"),
+                                                                                 [{}]))]
+    protocols = _choices("explore.protocols", sec.get("protocols", ["keyhole"]), list(PROTOCOLS))
+    scenarios = _choices("explore.scenarios", sec.get("scenarios", ["stale-node"]), list(SCENARIOS))
+    seeds = [_num(f"explore.seeds[{i}]", s) for i, s in enumerate(_list("explore.seeds", sec.get("seeds"), [0]))]
+    strategy = sec.get("strategy", "dpor")
+    if strategy not in STRATEGIES:
+        raise SpecError(f"explore.strategy: unknown {json.dumps(strategy)}; choose from {', '.join(STRATEGIES)}")
+    schedules = _num("explore.schedules", sec["schedules"]) if sec.get("schedules") is not None else None
+    if schedules is not None and schedules < 1:
+        raise SpecError("explore.schedules: want at least 1")
+    depth = _num("explore.depth", sec.get("depth", 3))
+    if not 1 <= depth <= 10:
+        raise SpecError("explore.depth: want 1..10")
+    cpus = sec.get("cpus", {})
+    if not isinstance(cpus, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                             for v in cpus.values()):
+        raise SpecError("explore.cpus: want an object of role: CPU id, e.g. {\"allocator\": 3}")
+    if strategy in ("dpor", "dfs") and len(seeds) > 1:
+        raise SpecError(f"explore.seeds: strategy {strategy} is deterministic; seeds go with pct or random")
+    jobs = []
+    for c, p, sc, seed in itertools.product(configs, protocols, scenarios, seeds):
+        roles = SCENARIOS[sc].role_names
+        bad = set(cpus) - set(roles)
+        if bad:
+            raise SpecError(f"explore.cpus: scenario {sc} has no role {sorted(bad)[0]!r} (roles: {', '.join(roles)})")
+        cfg = config_of(c)
+        job_cpus = dict(cpus)
+        if sc == "pagetable-reuse" and "allocator" not in job_cpus:  # as explore --all: the key-like CPU
+            job_cpus["allocator"] = allocator_cpu(cfg, None)
+        for role, cpu in job_cpus.items():
+            if cpu >= cfg.nr_cpus:
+                raise SpecError(f"explore.cpus: {role}={cpu} but NR_CPUS={cfg.nr_cpus} in {c}")
+        job = {"kind": "explore", "config": c, "protocol": p, "scenario": sc, "strategy": strategy,
+               "seed": seed, "schedules": schedules, "cpus": dict(sorted(job_cpus.items()))}
+        if strategy == "pct":
+            job["depth"] = depth
+        jobs.append(job)
+    return jobs
+
+
+def _run_jobs(sec: dict) -> list[dict]:
+    from ..cli import MAX_PAGES, MIN_PAGES
+
+    configs = [_config(f"run.configs[{i}]", c) for i, c in enumerate(_list("run.configs", sec.get("configs"), [{}]))]
+    protocols = _choices("run.protocols", sec.get("protocols", ["keyhole"]), list(PROTOCOLS))
+    seeds = [_num(f"run.seeds[{i}]", s) for i, s in enumerate(_list("run.seeds", sec.get("seeds"), [1]))]
+    pages = _num("run.pages", sec.get("pages", 1024))
+    if not MIN_PAGES <= pages <= MAX_PAGES:
+        raise SpecError(f"run.pages: want {MIN_PAGES}..{MAX_PAGES}")
+    duration = sec.get("duration", 2)
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= 3600:
+        raise SpecError("run.duration: want seconds, > 0 and <= 3600")
+    allocators = _num("run.allocators", sec.get("allocators", 2))
+    if not 1 <= allocators <= 32:
+        raise SpecError("run.allocators: want 1..32")
+    return [{"kind": "run", "config": c, "protocol": p, "seed": seed, "pages": pages, "duration": duration,
+             "allocators": allocators}
+            for c, p, seed in itertools.product(configs, protocols, seeds)]
+
+
+def parse(text: str) -> list[dict]:
+    """The jobs of a SPEC's text, in a stable order; SpecError if malformed."""
+    try:
+        spec = json.loads(text)
+    except ValueError as e:
+        raise SpecError(f"not JSON: {e}") from None
+    except RecursionError:
+        raise SpecError("not JSON: nested too deeply") from None
+    if not isinstance(spec, dict) or not spec:
+        raise SpecError('want an object with "explore" and/or "run" (see ksm-emu campaign --example)')
+    unknown = set(spec) - set(SECTION_KEYS)
+    if unknown:
+        raise SpecError(f"unknown section {sorted(unknown)[0]!r}; want \"explore\" and/or \"run\"")
+    jobs: list[dict] = []
+    for name, make in (("explore", _explore_jobs), ("run", _run_jobs)):
+        if name not in spec:
+            continue
+        sec = spec[name]
+        if not isinstance(sec, dict):
+            raise SpecError(f"{name}: want an object")
+        bad = set(sec) - SECTION_KEYS[name]
+        if bad:
+            raise SpecError(f"{name}: unknown key {sorted(bad)[0]!r}; known: {', '.join(sorted(SECTION_KEYS[name]))}")
+        jobs += make(sec)
+        if len(jobs) > MAX_JOBS:
+            raise SpecError(f"more than {MAX_JOBS} jobs")
+    return jobs
+
+
+def key(job: dict) -> str:
+    """A job's identity: its canonical JSON."""
+    return json.dumps(job, sort_keys=True, separators=(",", ":"))
+
+
+EXAMPLE = {
+    "explore": {
+        "configs": [
+            {"arch": "x86_64", "kernel": "2.6.33"},
+            {"arch": "ppc64", "kernel": "2.6.32", "enable": ["PREEMPT", "DEBUG_SPINLOCK"],
+             "page_offset": "0xdead4ead00000000"},
+        ],
+        "protocols": ["keyhole", "keyhole-no-recheck"],
+        "scenarios": ["stale-node", "pagetable-reuse"],
+        "seeds": [1, 2],
+        "strategy": "pct",
+        "schedules": 300,
+    },
+    "run": {"configs": [{"arch": "x86_64", "kernel": "2.6.33"}], "protocols": ["keyhole", "refcount"],
+            "seeds": [1], "pages": 1024, "duration": 2},
+}
+
+
+def example() -> str:
+    return json.dumps(EXAMPLE, indent=2) + "\n"

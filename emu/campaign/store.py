@@ -1,0 +1,47 @@
+"""The results file: one JSON line per finished job, appended as jobs finish,
+each line written whole with one write(2) on an O_APPEND descriptor, so a
+campaign killed at any moment leaves at most a torn last line, which a
+re-run skips (and the job runs again)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .spec import key
+
+
+def done(path: Path) -> tuple[dict[str, dict], int]:
+    """Records already in the file, by job key, and how many lines were unreadable."""
+    out: dict[str, dict] = {}
+    bad = 0
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return out, 0
+    with os.fdopen(fd, "rb") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+                out[key(rec["job"])] = rec
+            except (ValueError, KeyError, TypeError, RecursionError):
+                bad += 1
+    return out, bad
+
+
+class Appender:
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        size = os.fstat(self.fd).st_size
+        if size:  # a torn last line from a killed campaign: start ours on a line of its own
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    os.write(self.fd, b"\n")
+
+    def add(self, rec: dict) -> None:
+        os.write(self.fd, (json.dumps(rec, sort_keys=True) + "\n").encode())
+
+    def close(self) -> None:
+        os.close(self.fd)

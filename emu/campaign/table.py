@@ -1,0 +1,57 @@
+"""A campaign's verdicts as a Markdown table, one row per config x job kind x
+scenario x protocol (the seeds counted together), beside `ksm-layout
+hazard`'s static verdict for the config; where they are comparable
+(pagetable-reuse under the keyhole), whether they agree (emu.explore.agree)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..explore.agree import agrees
+from ..hazard import analyse
+from .spec import config_of
+
+
+def config_label(c: dict) -> str:
+    parts = [c["arch"], c["kernel"], *("+" + o for o in c.get("enable", [])), *("-" + o for o in c.get("disable", []))]
+    for k, short in (("nr_cpus", "nr"), ("split_ptlock_cpus", "split"), ("page_offset", "po"), ("mem_map", "mm")):
+        if k in c:
+            parts.append(f"{short}={c[k]:#x}" if k in ("page_offset", "mem_map") else f"{short}={c[k]}")
+    return " ".join(parts)
+
+
+def rows(records: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        j = r["job"]
+        g = (config_label(j["config"]), j["kind"], j.get("scenario", "-"), j["protocol"])
+        groups.setdefault(g, []).append(r)
+    statics: dict[str, str] = {}
+    out = []
+    for (label, kind, scenario, protocol), recs in sorted(groups.items()):
+        if label not in statics:
+            try:
+                statics[label] = analyse(config_of(recs[0]["job"]["config"])).verdict
+            except Exception as e:  # a config the analysis cannot take: say so in the cell
+                statics[label] = f"n/a ({type(e).__name__})"
+        verdicts = Counter(r["verdict"] for r in recs)
+        kinds = set().union(*(r["kinds"] for r in recs))
+        agree = "-"
+        if kind == "explore" and scenario == "pagetable-reuse" and protocol == "keyhole":
+            agree = "yes" if all(agrees(statics[label], set(r["kinds"])) for r in recs
+                                 if r["verdict"] != "error") else "NO"
+        out.append({"config": label, "kind": kind, "scenario": scenario, "protocol": protocol,
+                    "static": statics[label], "dynamic": ", ".join(f"{v} {n}/{len(recs)}"
+                                                                  for v, n in sorted(verdicts.items())),
+                    "kinds": ", ".join(sorted(kinds)) or "-", "agree": agree})
+    return out
+
+
+def markdown(records: list[dict]) -> str:
+    head = ["config", "job", "scenario", "protocol", "static (ksm-layout hazard)", "dynamic (seeds)",
+            "violation kinds", "agree"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows(records):
+        lines.append("| " + " | ".join([r["config"], r["kind"], r["scenario"], r["protocol"], r["static"],
+                                        r["dynamic"], r["kinds"], r["agree"]]) + " |")
+    return "\n".join(lines)
