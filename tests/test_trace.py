@@ -109,20 +109,27 @@ def test_pairing_closes_unfinished_and_drops_orphans():
 def test_run_trace(tmp_path):
     """A short broken-protocol run: the trace is valid, every reported violation has its instant."""
     out = tmp_path / "run.json"
-    r = emu("run", "--protocol", "keyhole-no-clear", "--pages", "2048", "--duration", "1.5", "--ksmd-sleep-ms", "1",
+    r = emu("run", "--protocol", "keyhole-no-clear", "--pages", "2048", "--duration", "1", "--ksmd-sleep-ms", "1",
             "--json", "--no-progress", "--state", str(tmp_path / "s.state"), "--trace", str(out))
     assert r.returncode == 1, r.stderr[-2000:]
     summary = json.loads(r.stdout)
     trace = json.loads(out.read_text())
     names = validate(trace)
-    assert sorted(names.values()) == ["allocator.0 (CPU 2)", "allocator.1 (CPU 3)", "ksmd (CPU 0)", "reclaim (CPU 1)"]
+    # a track says so when its ring wrapped (how fast the roles ran decides that)
+    assert sorted(n.split(",")[0] for n in names.values()) == \
+        ["allocator.0 (CPU 2)", "allocator.1 (CPU 3)", "ksmd (CPU 0)", "reclaim (CPU 1)"]
     kinds = {e["name"] for e in trace["traceEvents"] if e["ph"] == "X"}
     assert {"get_ksm_page", "try_to_unmap", "free_hot_cold_page", "do_anonymous_page", "alloc_page",
             "ptl held", "ksmd scan batch"} <= kinds
     assert {e["name"] for e in trace["traceEvents"] if e["ph"] == "C"} == {"free pages", "stable nodes", "KSM pages"}
     assert summary["violations"], "keyhole-no-clear leaves mapping on every freed anon page"
-    each_violation_has_its_instant(trace, summary["violations"])
     t = summary["trace"]
+    # a ring that wrapped lost its oldest events, instants among them: the
+    # violations seen on CPUs whose rings kept everything must all be there
+    whole = {r["cpu"] for r in t["per_role"].values() if not r["dropped"]}
+    kept = [v for v in summary["violations"] if v["cpu"] in whole]
+    assert kept, "no ring kept every event: make the run shorter"
+    each_violation_has_its_instant(trace, kept)
     assert t["file"] == str(out) and t["events"] > 1000 and set(t["per_role"]) == {
         "ksmd", "reclaim", "allocator.0", "allocator.1"}
     text = emu("run", "--duration", "0.5", "--pages", "2048", "--no-progress", "--state",
