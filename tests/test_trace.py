@@ -152,8 +152,9 @@ def test_a_killed_roles_events_survive(tmp_path):
     stdout, _ = p.communicate(timeout=60)
     assert p.returncode == 3
     summary = json.loads(stdout)
-    (dead,) = summary["died"]
-    assert dead["pid"] == victim and "SIGKILL" in dead["how"]
+    # the victim, and perhaps a role that spun on a lock the victim held and was killed at the stop
+    (dead,) = [d for d in summary["died"] if d["pid"] == victim]
+    assert "SIGKILL" in dead["how"]
     trace = json.loads(out.read_text())
     names = validate(trace)
     tid = next(t for t, n in names.items() if n.startswith(dead["role"] + " "))
