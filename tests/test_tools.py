@@ -100,3 +100,13 @@ def test_bench_campaign_json():
     assert one["jobs"] == two["jobs"] == 4 and one["verdicts"] == two["verdicts"] == ["clean"]
     assert d["speedup_2_over_1"] == round(two["jobs_per_s"] / one["jobs_per_s"], 3)
     assert 0 < d["cpu_capacity_before"] <= 2.5 and "2 local workers >= 1.6x jobs/s of 1" in d["goals"]
+
+
+def test_bench_checks_json():
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_checks.py"), "--json", "--pairs", "1", "--duration", "1",
+                        "--pages", "2048", "--workload", "busy-ksmd"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    w = json.loads(r.stdout)["workloads"]["busy-ksmd"]
+    assert w["off"]["calls_per_s_median"] > 0 and w["ratio"] == \
+        w["lockdep"]["calls_per_s_median"] / w["off"]["calls_per_s_median"]
+    assert w["lockdep"]["runs"][0]["lockdep_findings"] == 0 and isinstance(w["meets_goal"], bool)

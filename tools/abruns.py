@@ -1,0 +1,75 @@
+"""A/B run benchmarks: `ksm-emu run`s of two settings alternated per
+workload (so drift hits both alike), with medians and the B/A ratio. Used by
+bench_checks.py and bench_trace.py, which say what A and B are."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+WORKLOADS = {"default": [], "busy-ksmd": ["--ksmd-sleep-ms", "0"]}
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
+def parser(doc: str, what: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--pairs", type=int, default=3, help=f"runs {what} per workload (default 3)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    p.add_argument("--pages", type=int, default=65536, help="--pages of each run (default 65536, the default run)")
+    p.add_argument("--workload", choices=[*WORKLOADS, "both"], default="both", help="default: both")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    return p
+
+
+def measure(p: argparse.ArgumentParser, args: argparse.Namespace, kinds: tuple[str, str],
+            one_run: Callable[[Path, list[str], str], dict], label: str) -> dict:
+    """Alternate one_run(dir, flags, kind) for kinds (A, B) per workload; B/A ratios."""
+    if args.pairs < 1 or args.duration <= 0 or args.pages < 1024:
+        p.error("--pairs and --duration must be positive, --pages at least 1024")
+    signal.signal(signal.SIGTERM, _stop)
+    names = list(WORKLOADS) if args.workload == "both" else [args.workload]
+    a, b = kinds
+    out: dict = {"pairs": args.pairs, "duration_s": args.duration, "pages": args.pages, "goal": 0.8, "workloads": {}}
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+        for name in names:
+            flags = ["--duration", str(args.duration), "--pages", str(args.pages), *WORKLOADS[name]]
+            rows: dict[str, list[dict]] = {a: [], b: []}
+            for i in range(args.pairs):
+                for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+                    rows[kind].append(one_run(Path(d), flags, kind))
+                    print(f"  {label}: {name}: {kind:8} run {len(rows[kind])}: "
+                          f"{rows[kind][-1]['calls_per_s']:.0f} get_ksm_page/s", file=sys.stderr)
+            w: dict = {"flags": flags}
+            for kind, rs in rows.items():
+                w[kind] = {"calls_per_s_median": statistics.median(r["calls_per_s"] for r in rs),
+                           "ksmd_scanned_per_s_median": statistics.median(r["ksmd_scanned_per_s"] for r in rs),
+                           "runs": rs}
+            w["ratio"] = w[b]["calls_per_s_median"] / w[a]["calls_per_s_median"]
+            w["ratio_ksmd_scanned"] = w[b]["ksmd_scanned_per_s_median"] / w[a]["ksmd_scanned_per_s_median"]
+            w["meets_goal"] = w["ratio"] >= 0.8
+            out["workloads"][name] = w
+    return out
+
+
+def counts_per_s(d: dict) -> dict:
+    """A run summary's rates: get_ksm_page calls (ok + stale) and ksmd's slots, per second."""
+    c, s = d["counts"], d["duration_s"]
+    return {"calls_per_s": (c["get_ksm_page_ok"] + c["get_ksm_page_stale"]) / s,
+            "ksmd_scanned_per_s": c["ksmd_scanned"] / s, "violations": d["violations_total"]}
+
+
+def main_guard(main: Callable[[], int], name: str) -> None:
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{name}: interrupted\n")
+        sys.exit(130)
