@@ -135,6 +135,21 @@ def _check_overwrite(args: argparse.Namespace) -> None:
             raise UserError(str(e)) from None
 
 
+def _files(args: argparse.Namespace) -> dict:
+    """The files this command wrote, by what they hold."""
+    out = {}
+    if getattr(args, "state", None):
+        out["state"] = os.path.abspath(args.state)
+    if getattr(args, "trace", None):
+        out["trace_file"] = os.path.abspath(args.trace)
+    return out
+
+
+def _files_text(args: argparse.Namespace) -> str:
+    names = {"state": "state file", "trace_file": "trace"}
+    return "".join(f"\n{names[k]}: {v}" for k, v in _files(args).items())
+
+
 def _write_trace(args: argparse.Namespace, trace: dict | None) -> None:
     from pathlib import Path
 
@@ -201,9 +216,9 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if sys.stderr.isatty() and not args.json:
         sys.stderr.write("\r\033[K")
     if args.json:
-        print_json(render.result_json(r))
+        print_json({**render.result_json(r), **_files(args)})
     else:
-        print(render.result_text(r))
+        print(render.result_text(r) + _files_text(args))
     return 0 if r.holds else 1
 
 
@@ -256,9 +271,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     _write_trace(args, r.trace)
     if args.json:
-        print_json(render.replayed_json(r))
+        print_json({**render.replayed_json(r), **_files(args)})
     else:
-        print(render.replayed_text(r))
+        print(render.replayed_text(r) + _files_text(args))
     return 1 if r.findings else 0
 
 

@@ -74,25 +74,28 @@ def _raw_trylock(mm: MM, off: int, lm: LockModel) -> bool:
 
 
 def _debug_before(mm: MM, off: int, lm: LockModel) -> None:
-    """debug_spin_lock_before."""
+    """debug_spin_lock_before: it looks at a lock another CPU may hold, so its
+    reads are marked (READ_ONCE), as mainline marked them in 5.9 ("locking/
+    spinlock/debug: Fix various data races"); 2.6.32's plain reads were that
+    benign data race, which kcsan would report on every DEBUG_SPINLOCK run."""
     if not lm.debug:
         return
     a, cpu = mm.a, mm.cpu
-    if a.load(off + lm.magic_rel, 4) != SPINLOCK_MAGIC:
+    if a.load_once(off + lm.magic_rel, 4) != SPINLOCK_MAGIC:
         raise SpinBug(f"BUG: spinlock bad magic on CPU#{cpu}")
-    if a.load(off + lm.owner_rel, lm.word) == mm.task:
+    if a.load_once(off + lm.owner_rel, lm.word) == mm.task:
         raise SpinBug(f"BUG: spinlock recursion on CPU#{cpu}")
-    if a.load(off + lm.owner_cpu_rel, 4) == cpu:
+    if a.load_once(off + lm.owner_cpu_rel, 4) == cpu:
         raise SpinBug(f"BUG: spinlock cpu recursion on CPU#{cpu}")
 
 
 def _after_acquire(mm: MM, off: int, lm: LockModel) -> None:
     a = mm.a
-    if lm.lockbreak:  # the acquirer resets break_lock
-        a.store(off + lm.break_rel, 4, 0)
-    if lm.debug:  # debug_spin_lock_after
-        a.store(off + lm.owner_cpu_rel, 4, mm.cpu)
-        a.store(off + lm.owner_rel, lm.word, mm.task)
+    if lm.lockbreak:  # the acquirer resets break_lock (waiters write it too: marked, see spin_lock)
+        a.store_once(off + lm.break_rel, 4, 0)
+    if lm.debug:  # debug_spin_lock_after (WRITE_ONCE in mainline since 5.9)
+        a.store_once(off + lm.owner_cpu_rel, 4, mm.cpu)
+        a.store_once(off + lm.owner_rel, lm.word, mm.task)
     if lm.dep_cpu_rel >= 0:  # LOCK_STAT's lock_acquired: cpu and ip
         a.store(off + lm.dep_cpu_rel, 4, mm.cpu)
         a.store(off + lm.dep_ip_rel, lm.word, lm.dep_ip)
@@ -122,9 +125,11 @@ def spin_lock(mm: MM, off: int, lm: LockModel, max_spins: int = 0) -> None:
 
         spins = 0
         while a.cas(lk, size, free, lm.held_value(mm.cpu)) != free:
-            if lm.lockbreak:  # GENERIC_LOCKBREAK: a waiter on a held lock says so
-                if a.load(off + lm.break_rel, 4) == 0:
-                    a.store(off + lm.break_rel, 4, 1)
+            if lm.lockbreak:  # GENERIC_LOCKBREAK: a waiter on a held lock says so. Plain in
+                # the kernel, a benign race among waiters and the holder: marked here so
+                # that kcsan reports the protocol's races, not this one
+                if a.load_once(off + lm.break_rel, 4) == 0:
+                    a.store_once(off + lm.break_rel, 4, 1)
             while True:  # test before test-and-set
                 spins += 1
                 if max_spins and spins >= max_spins:
@@ -160,8 +165,8 @@ def spin_unlock(mm: MM, off: int, lm: LockModel) -> None:
             raise SpinBug(f"BUG: spinlock wrong owner on CPU#{cpu}")
         if a.load(off + lm.owner_cpu_rel, 4) != cpu:
             raise SpinBug(f"BUG: spinlock wrong CPU on CPU#{cpu}")
-        a.store(off + lm.owner_rel, lm.word, (1 << 8 * lm.word) - 1)
-        a.store(off + lm.owner_cpu_rel, 4, 0xFFFFFFFF)
+        a.store_once(off + lm.owner_rel, lm.word, (1 << 8 * lm.word) - 1)
+        a.store_once(off + lm.owner_cpu_rel, 4, 0xFFFFFFFF)
     if lm.kind == "token":  # arch_spin_unlock: a store with release semantics
         a.store_release(off + lm.lock_rel, lm.lock_size, lm.free_val)
     elif lm.kind == "ticket":  # now serving += 1 within its own bits (x86 incb/incw)
