@@ -94,6 +94,11 @@ BAD_SPECS = {  # campaign SPECs: each malformed in one way
     "seeds": '{"explore": {"seeds": [1, 2]}}', "cpu": '{"explore": {"cpus": {"allocator": 99}}}',
     "role": '{"explore": {"cpus": {"gpu": 1}}}', "schedules": '{"explore": {"schedules": 0}}',
     "pages": '{"run": {"pages": 10}}', "duration": '{"run": {"duration": -1}}', "number": '{"run": {"seeds": ["x"]}}',
+    "explode": '{"explore": {"configs": [' + ",".join(["{}"] * 1000) + '], "strategy": "pct", "schedules": 1, '
+               '"protocols": ["keyhole", "refcount"], "scenarios": ["merge", "stale-node"], "seeds": '
+               + str(list(range(1000))) + '}}',
+    "nr-cpus": '{"run": {"configs": [{"disable": ["SMP"]}]}}', "time-limit": '{"explore": {"time_limit": "soon"}}',
+    "endless": '{"explore": {"strategy": "random"}}',
 }
 
 
@@ -145,7 +150,8 @@ REPLAY = [["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.s
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "notes.txt"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "/nonexistent/t"],
           ["ksmx1:bogus", "--trace", "t.json"]]
-CAMPAIGN = [[], ["missing.json"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["--example", "spec.json"],
+CAMPAIGN = [["spec.json", "--out", "spec.json"], ["spec.json", "--out", "notes.txt"], ["--example", "--jobs", "0"],
+            [], ["missing.json"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["--example", "spec.json"],
             ["spec.json", "--jobs", "0"], ["spec.json", "--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"],
             ["spec.json", "--out", "sub"], ["spec.json", "--out", "fifo"], ["spec.json", "--out", "nodir/x.jsonl"],
             ["spec.json", "--scheduler", "localhost:8786"], ["spec.json", "--scheduler", "tcp://127.0.0.1:9"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from .spec import SpecError, example, parse
 
     if args.example:
-        if args.spec or args.scheduler or args.out or args.jobs:
+        if args.spec or args.scheduler or args.out or args.jobs is not None:
             raise UserError("--example prints a SPEC and takes no other argument")
         sys.stdout.write(example())
         return 0
@@ -67,6 +68,9 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         raise UserError(f"{args.spec}: {e}") from None
     out = Path(args.out) if args.out else default_out(args.spec)
     check_output_path(out, "--out")
+    if os.path.exists(out) and os.path.samefile(out, args.spec):
+        raise UserError(f"--out {out}: that is the SPEC; results go to a file of their own")
+    _results_file_or_new(out)
     stop_signals_interrupt()
     client = None
     if args.scheduler:
@@ -81,6 +85,27 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
+
+
+def _results_file_or_new(out: Path) -> None:
+    """An existing --out must be a results file (its first line a job's record),
+    never some other file that results would be appended to."""
+    from .store import well_formed
+
+    try:
+        with open(out, "rb") as f:
+            first = f.readline(1 << 20)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UserError(f"--out {out}: {e.strerror}") from None
+    try:
+        # empty: new; one torn line (no newline) that began as ours: resumable
+        ok = not first or (not first.endswith(b"\n") and first.startswith(b'{"')) or well_formed(json.loads(first))
+    except (ValueError, RecursionError):
+        ok = False
+    if not ok:
+        raise UserError(f"--out {out}: exists and is not a campaign's results file; not appending to it")
 
 
 def _campaign(args: argparse.Namespace, jobs: list[dict], out: Path, client) -> int:

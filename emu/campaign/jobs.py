@@ -39,7 +39,7 @@ def _explore(job: dict) -> dict:
 
     r = explore(SCENARIOS[job["scenario"]], config_of(job["config"]), protocol=job["protocol"],
                 strategy=job["strategy"], schedules=job["schedules"], seed=job["seed"], depth=job.get("depth", 3),
-                cpus=job["cpus"])
+                cpus=job["cpus"], time_limit=job.get("time_limit"))
     cx = r.counterexample
     findings = cx.findings if cx else []
     return {"verdict": "violation" if cx else "clean", "violations": len(findings),

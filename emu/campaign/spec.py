@@ -121,6 +121,13 @@ def _explore_jobs(sec: dict) -> list[dict]:
         raise SpecError("explore.cpus: want an object of role: CPU id, e.g. {\"allocator\": 3}")
     if strategy in ("dpor", "dfs") and len(seeds) > 1:
         raise SpecError(f"explore.seeds: strategy {strategy} is deterministic; seeds go with pct or random")
+    time_limit = sec.get("time_limit")
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
+                                   or not 0 < time_limit <= 86400):
+        raise SpecError("explore.time_limit: want seconds, > 0 and <= 86400")
+    if strategy in ("pct", "random") and schedules is None and time_limit is None:
+        raise SpecError(f"explore: strategy {strategy} never runs out of schedules; give schedules or time_limit")
+    _bounded("explore", len(configs) * len(protocols) * len(scenarios) * len(seeds))
     jobs = []
     for c, p, sc, seed in itertools.product(configs, protocols, scenarios, seeds):
         roles = SCENARIOS[sc].role_names
@@ -138,6 +145,8 @@ def _explore_jobs(sec: dict) -> list[dict]:
                "seed": seed, "schedules": schedules, "cpus": dict(sorted(job_cpus.items()))}
         if strategy == "pct":
             job["depth"] = depth
+        if time_limit is not None:  # only when given: a job's identity is unchanged otherwise
+            job["time_limit"] = time_limit
         jobs.append(job)
     return jobs
 
@@ -157,9 +166,20 @@ def _run_jobs(sec: dict) -> list[dict]:
     allocators = _num("run.allocators", sec.get("allocators", 2))
     if not 1 <= allocators <= 32:
         raise SpecError("run.allocators: want 1..32")
+    _bounded("run", len(configs) * len(protocols) * len(seeds))
+    for c in configs:  # ksmd, reclaim and the allocators each need a CPU of their own
+        if config_of(c).nr_cpus < 2 + allocators:
+            raise SpecError(f"run.configs: NR_CPUS={config_of(c).nr_cpus} in {c} is too few CPUs for "
+                            f"{2 + allocators} roles (ksmd, reclaim, {allocators} allocator(s))")
     return [{"kind": "run", "config": c, "protocol": p, "seed": seed, "pages": pages, "duration": duration,
              "allocators": allocators}
             for c, p, seed in itertools.product(configs, protocols, seeds)]
+
+
+def _bounded(section: str, n: int) -> None:
+    """Refuse a product too large before building it (a small SPEC can ask for millions)."""
+    if n > MAX_JOBS:
+        raise SpecError(f"{section}: {n} jobs; at most {MAX_JOBS}")
 
 
 def parse(text: str) -> list[dict]:

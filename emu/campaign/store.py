@@ -24,10 +24,26 @@ def done(path: Path) -> tuple[dict[str, dict], int]:
         for line in f:
             try:
                 rec = json.loads(line)
+                if not well_formed(rec):
+                    raise ValueError
                 out[key(rec["job"])] = rec
             except (ValueError, KeyError, TypeError, RecursionError):
                 bad += 1
     return out, bad
+
+
+def well_formed(rec: object) -> bool:
+    """A record as run_job writes it, field by field: anything else in the file
+    (a hand edit, another tool's line) is unreadable and its job runs again."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("job"), dict):
+        return False
+    kinds, detail, replay = rec.get("kinds"), rec.get("detail"), rec.get("replay")
+    return (rec.get("verdict") in ("clean", "violation", "error")
+            and isinstance(kinds, list) and all(isinstance(k, str) for k in kinds)
+            and type(rec.get("violations")) is int and rec["violations"] >= 0
+            and (replay is None or (isinstance(replay, str) and replay.startswith("ksmx")))
+            and isinstance(detail, dict) and (rec["verdict"] != "error" or isinstance(detail.get("error"), str))
+            and isinstance(rec.get("worker"), str) and type(rec.get("elapsed_s")) in (int, float))
 
 
 class Appender:
