@@ -17,6 +17,7 @@ from .cliutil import (
     add_config_args,
     checks_arg,
     config_from_args,
+    distinct_outputs,
     number,
     print_json,
     run_main,
@@ -154,6 +155,7 @@ def make_spec(args: argparse.Namespace):
         raise UserError("--cpu: two roles on one CPU")
     if args.overwrite and args.state is None and args.trace is None:
         raise UserError("--overwrite needs --state FILE or --trace FILE (a default state file is always new)")
+    distinct_outputs(("--state", args.state), ("--trace", args.trace))
     trace = _trace_path(args)
     if "kcsan" in args.checks:
         raise UserError("--checks kcsan: data races are found under a controlled schedule; "

@@ -169,3 +169,16 @@ def checks_arg(text: str) -> frozenset:
     if bad or not names:
         raise argparse.ArgumentTypeError(f"{text!r}: want a comma-separated list of {', '.join(CHECKS)}, or none")
     return frozenset(names)
+
+
+def distinct_outputs(*named: tuple[str, str | None]) -> None:
+    """Two of a command's files (its --state, its --trace, an input it reads)
+    must not be one file: one would overwrite the other."""
+    seen: dict[str, str] = {}
+    for flag, path in named:
+        if not path or path.startswith("ksmx"):
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UserError(f"{flag} {path}: the same file as {seen[real]}")
+        seen[real] = f"{flag} {path}"

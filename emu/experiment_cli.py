@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -65,17 +66,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--plot", metavar="FILE.png",
                    help="also draw the CDFs (log time axis) and refcount's expected wait into FILE "
                         "(.png, .svg or .pdf; needs matplotlib: pip install 'ksm-emu[plot]')")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --plot FILE")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
     r.set_defaults(func=cmd_experiment)
 
 
-def _plot_path(text: str) -> Path:
+def _plot_path(text: str, overwrite: bool) -> Path:
     from .reclaim_plot import FORMATS, INSTALL_HINT, available
 
     p = Path(text)
-    if p.suffix.lower() not in FORMATS:
-        raise UserError(f"--plot {text}: want a file name ending in {', '.join(FORMATS)}")
+    if text.endswith(os.sep) or p.suffix.lower() not in FORMATS:
+        raise UserError(f"--plot {text!r}: want a file name ending in {', '.join(FORMATS)}")
     check_output_path(p, "--plot")
+    if p.exists() and not overwrite:
+        raise UserError(f"--plot {text}: exists; pass --overwrite to replace it")
     if not available():
         raise UserError(f"--plot needs matplotlib, which is not installed: {INSTALL_HINT}")
     return p
@@ -112,7 +116,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from .progress import Ticker, bar
 
     plan = plan_from_args(args)
-    plot_to = _plot_path(args.plot) if args.plot else None
+    if args.overwrite and args.plot is None:
+        raise UserError("--overwrite goes with --plot FILE")
+    plot_to = _plot_path(args.plot, args.overwrite) if args.plot is not None else None
     stop_signals_interrupt()
     runs = plan.runs()
     ticker = Ticker(bar(len(runs) * plan.duration, "reclaim experiment", "s", not args.no_progress))

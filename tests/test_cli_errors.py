@@ -57,6 +57,7 @@ def work(tmp_path_factory):
     good = d / "good.state"
     create(good, resolve(), 64, regions=[RegionSpec("shadow", 64 * SHADOW_DTYPE.itemsize)]).close()
     (d / "notes.txt").write_text("keep me")
+    (d / "old.png").write_bytes(b"an earlier plot")
     (d / "sub").mkdir()
     os.mkfifo(d / "fifo")
     os.symlink(d / "loop", d / "loop")
@@ -114,6 +115,7 @@ RUN = [
     ["--state", "sub/"], ["--state", "sub"], ["--state", "notes.txt"], ["--state", "notes.txt", "--overwrite"],
     ["--state", "good.state"], ["--state", "fifo"], ["--state", "fifo", "--overwrite"],
     ["--state", "link.state", "--overwrite"], ["--state", "loop", "--overwrite"], ["--overwrite"],
+    ["--state", "same.state", "--trace", "same.state"],
     ["-d", "SMP", "--allocators", "1"], ["--nr-cpus", "0"], ["--page-offset", "0x1ffffffffffffffff"],
     ["--kernel", "2.6.34"], ["--seed", "x"], ["--arch", "i386", "--pages", "2000000"], ["--frob"],
     ["--trace", "/nonexistent/dir/t.json"], ["--trace", "fifo"], ["--trace", "fifo", "--overwrite"],
@@ -137,13 +139,14 @@ LAYOUT_CASES = [
     ["hazard", "--all", "--arch", "i386", "--max-mem", str(1 << 33)], ["frob"], [],
 ]
 EXPLORE = [  # the state file flags as run takes them; the rest are in test_explore.test_bad_input
+    ["--state", "x.state", "--trace", "x.state"], ["--all", "--scenario", "merge"],
     ["--state", "notes.txt"], ["--state", "notes.txt", "--overwrite"], ["--state", "good.state"],
     ["--state", "fifo", "--overwrite"], ["--state", "sub/"], ["--state", "link.state", "--overwrite"],
     ["--state", "/nonexistent/dir/x"], ["--overwrite"], ["--all", "--state", "x.state"],
     ["--trace", "/nonexistent/dir/t.json"], ["--trace", "fifo"], ["--trace", "notes.txt"], ["--trace", "sub"],
     ["--all", "--trace", "t.json"],
 ]
-REPLAY = [["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.state"], ["/dev/null"],
+REPLAY = [["spec.json", "--trace", "spec.json", "--overwrite"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.state"], ["/dev/null"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--overwrite"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--state", "good.state"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "fifo"],
@@ -156,7 +159,8 @@ CAMPAIGN = [["spec.json", "--out", "spec.json"], ["spec.json", "--out", "notes.t
             ["spec.json", "--out", "sub"], ["spec.json", "--out", "fifo"], ["spec.json", "--out", "nodir/x.jsonl"],
             ["spec.json", "--scheduler", "localhost:8786"], ["spec.json", "--scheduler", "tcp://127.0.0.1:9"],
             *([f"{name}.json"] for name in BAD_SPECS)]
-EXPERIMENT = [[], ["frob"], ["reclaim", "--rates", "x"], ["reclaim", "--rates", "0"], ["reclaim", "--rates", "5,5"],
+EXPERIMENT = [["reclaim", "--plot", ""], ["reclaim", "--plot", "x.png/"], ["reclaim", "--plot", "old.png"],
+              ["reclaim", "--overwrite"], [], ["frob"], ["reclaim", "--rates", "x"], ["reclaim", "--rates", "0"], ["reclaim", "--rates", "5,5"],
               ["reclaim", "--pages", "10"], ["reclaim", "--duration", "0"], ["reclaim", "--duration", "nan"],
               ["reclaim", "--ksmd-sleep-ms", "0"], ["reclaim", "--allocators", "0"], ["reclaim", "--protocol", "magic"],
               ["reclaim", "--plot", "notes.txt"], ["reclaim", "--plot", "nodir/x.png"], ["reclaim", "--plot", "fifo"],

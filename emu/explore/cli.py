@@ -13,6 +13,7 @@ from ..cliutil import (
     add_config_args,
     checks_arg,
     config_from_args,
+    distinct_outputs,
     number,
     print_json,
     read_regular_file,
@@ -45,8 +46,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "string are printed), 2: a mistake in the input.")
     add_config_args(e, arch_help="x86_64; with --all, every arch")
     g = e.add_argument_group("exploration")
-    g.add_argument("--scenario", default="stale-node", choices=list(SCENARIOS), metavar="NAME",
-                   help=f"{', '.join(SCENARIOS)} (default stale-node; --list-scenarios says what each does)")
+    g.add_argument("--scenario", choices=list(SCENARIOS), metavar="NAME",
+                   help=f"{', '.join(SCENARIOS)} (default stale-node, with --all pagetable-reuse; "
+                        "--list-scenarios says what each does)")
     g.add_argument("--protocol", default="keyhole", choices=list(PROTOCOLS),
                    help="keyhole (2.6.33), refcount, or a broken variant (default keyhole)")
     g.add_argument("--strategy", default="dpor", choices=STRATEGIES,
@@ -55,7 +57,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--preemption-bound", type=number, metavar="K", help="dfs: at most K preemptions")
     g.add_argument("--depth", type=number, metavar="D", help="pct: the bug depth it aims at (default 3)")
     g.add_argument("--seed", type=number, metavar="S", help="pct, random: the random seed (default 0)")
-    g.add_argument("--schedules", type=number, metavar="N", help="stop after N schedules (default: no limit)")
+    g.add_argument("--schedules", type=number, metavar="N",
+                   help=f"stop after N schedules (default: dpor and dfs until complete; pct and random, which "
+                        f"never are, {ENDLESS_DEFAULT} unless --time-limit is given)")
     g.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop after this long (default: none)")
     g.add_argument("--cpu", type=_cpu_arg, action="append", default=[], metavar="ROLE=ID",
                    help="emulated CPU of a role (default 0, 1, 2 in the scenario's order)")
@@ -99,7 +103,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_replay)
 
 
+ENDLESS_DEFAULT = 1000  # schedules of pct and random when no bound is given
+
+
 def _check_flags(args: argparse.Namespace) -> None:
+    if args.scenario is None:
+        args.scenario = "pagetable-reuse" if args.all else "stale-node"
+    elif args.all and args.scenario != "pagetable-reuse":
+        raise UserError(f"--all runs pagetable-reuse over the hazard matrix; not --scenario {args.scenario}")
     s = args.strategy
     if args.preemption_bound is not None and s != "dfs":
         raise UserError("--preemption-bound goes with --strategy dfs")
@@ -116,16 +127,19 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--time-limit {args.time_limit}: want a positive number of seconds")
     if args.max_mem is not None and (not args.all or args.max_mem < 1):
         raise UserError("--max-mem goes with --all and wants a positive number of bytes")
-    if args.all and (args.scenario != "pagetable-reuse" or args.state or args.minimize or args.keep_going
-                     or args.trace):
+    if args.all and (args.state or args.minimize or args.keep_going or args.trace):
         raise UserError("--all runs --scenario pagetable-reuse over the hazard matrix; "
                         "it takes none of --state, --minimize, --keep-going, --trace")
+    if s in ("pct", "random") and args.schedules is None and args.time_limit is None:
+        args.schedules = ENDLESS_DEFAULT
     _check_overwrite(args)
 
 
 def _check_overwrite(args: argparse.Namespace) -> None:
     if args.overwrite and args.state is None and args.trace is None:
         raise UserError("--overwrite goes with --state FILE or --trace FILE")
+    distinct_outputs(("--state", args.state), ("--trace", args.trace),
+                     ("the schedule file", getattr(args, "schedule", None)))
     if args.trace is not None:
         from ..trace.output import TraceFileError, check_trace_path
 
