@@ -46,11 +46,21 @@ def _cpu_arg(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: {cpu!r} is not a CPU number") from None
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ksm-emu")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="ksm-emu", description=(
         "Emulate Linux 2.6.32/2.6.33 KSM's keyhole reference: ksmd, reclaim and allocator "
         "processes race on byte-exact struct pages in a shared mapping; every get_ksm_page is "
         "checked against ground truth."))
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     r = sub.add_parser("run", help="run the emulation and report (default: x86_64, 2.6.33, keyhole, 10 s)")

@@ -140,6 +140,7 @@ LAYOUT_CASES = [
 ]
 EXPLORE = [  # the state file flags as run takes them; the rest are in test_explore.test_bad_input
     ["--state", "x.state", "--trace", "x.state"], ["--all", "--scenario", "merge"],
+    ["--all", "--cpu", "allocator=99999"],
     ["--state", "notes.txt"], ["--state", "notes.txt", "--overwrite"], ["--state", "good.state"],
     ["--state", "fifo", "--overwrite"], ["--state", "sub/"], ["--state", "link.state", "--overwrite"],
     ["--state", "/nonexistent/dir/x"], ["--overwrite"], ["--all", "--state", "x.state"],

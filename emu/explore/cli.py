@@ -256,6 +256,9 @@ def _explore_all(args: argparse.Namespace, cpus: dict[str, int]) -> int:
                 except ConfigError as e:
                     if "does not fit" in str(e) or "NR_CPUS" in str(e):
                         rows.append((label, f"{arch}|{kernel}|{e}"))
+    alloc = cpus.get("allocator")
+    if alloc is not None and all(isinstance(c, str) or alloc >= c.nr_cpus for _, c in rows):
+        raise UserError(f"--cpu allocator={alloc}: no row of the matrix has that many CPUs")
     out = check_rows(rows, args.max_mem, cpus.get("allocator"),
                      progress=(lambda i, n: sys.stderr.write(f"\r  {i}/{n} rows ")) if sys.stderr.isatty() and
                      not args.json else None)
@@ -267,7 +270,7 @@ def _explore_all(args: argparse.Namespace, cpus: dict[str, int]) -> int:
     else:
         print(render.agreement_text(out))
         applicable = [r for r in out if r["agree"] != "n/a"]
-        print(f"\n{len(applicable)} rows, {len(out) - len(applicable)} not applicable; "
+        print(f"\n{len(out)} rows: {len(applicable)} compared, {len(out) - len(applicable)} not applicable; "
               + (f"{len(bad)} DISAGREE: " + "; ".join(f"{r['kernel']} {r['options']} {r['arch']}" for r in bad)
                  if bad else "static and dynamic agree on every row"))
     return 1 if bad else 0

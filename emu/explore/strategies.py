@@ -126,7 +126,7 @@ class Replay(Strategy):
     def choose(self, i: int, enabled: list[int], current: int | None) -> int | None:
         if i >= len(self.choices):
             raise Nondeterminism(f"the schedule ends after {len(self.choices)} steps, but CPUs "
-                                 f"#{enabled} can still run: not this scenario's schedule")
+                                 f"{', '.join(f'#{q}' for q in enabled)} can still run: not this scenario's schedule")
         q = self.choices[i]
         if q not in enabled:
             raise Nondeterminism(f"step {i}: the schedule runs CPU #{q}, which is not enabled "
