@@ -142,8 +142,6 @@ class Lockdep:
     # -- the table ---------------------------------------------------------------------------
     def check(self, op: int, off: int, size: int) -> None:
         """A plain access (op 0 load, 1 store): is its lock held?"""
-        if op == 0 and self._page_lo <= off < self._page_hi:
-            return  # no rule for plain loads of struct page
         for lo, hi, rule in self._spans:
             if lo <= off < hi:
                 want = rule(off, size, op == 1)

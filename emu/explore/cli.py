@@ -66,21 +66,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--minimize", action="store_true", help="shorten the counterexample: fewer preemptions")
     g.add_argument("--keep-going", action="store_true",
                    help="go on after a violation: the first counterexample of each kind of finding")
-    g.add_argument("--state", metavar="FILE",
-                   help="keep the machine file: the final state of the counterexample's replay")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds, "
-                        "and an existing --trace FILE")
-    g.add_argument("--trace", metavar="FILE",
-                   help="write the counterexample's replay (with no violation: the first schedule's) as Chrome "
-                        "trace-event JSON to FILE, for ui.perfetto.dev or chrome://tracing; time is the step number")
+    _add_outputs(g, state="keep the machine file: the final state of the counterexample's replay",
+                 trace="the counterexample's replay (with no violation: the first schedule's)")
     g.add_argument("--all", action="store_true",
                    help="pagetable-reuse on every row of `ksm-layout hazard --all` (same flags): the "
                         "static and dynamic verdicts side by side; exit 1 on a disagreement")
     g.add_argument("--max-mem", type=number, metavar="BYTES", help="with --all: the direct map's size, as hazard")
-    g.add_argument("--checks", type=checks_arg, default=EXPLORE_CHECKS, metavar="LIST",
-                   help="checkers on every execution: lockdep (the lock each plain access needs, lock "
-                        "order), kcsan (data races by happens-before), or none (default: lockdep,kcsan)")
     e.add_argument("--list-scenarios", action="store_true", help="print the scenarios, one line each, and exit")
     e.add_argument("--json", action="store_true", help="one JSON object")
     e.set_defaults(func=cmd_explore)
@@ -90,17 +81,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "output file): the same timeline and findings every time. Exit 0 when "
                                    "it holds, 1 on a violation, 2 on a bad string.")
     r.add_argument("schedule", metavar="STRING|FILE.json")
-    r.add_argument("--state", metavar="FILE", help="keep the machine file with the replay's final state")
-    r.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds, "
-                        "and an existing --trace FILE")
-    r.add_argument("--trace", metavar="FILE",
-                   help="write the replay as Chrome trace-event JSON to FILE (ui.perfetto.dev, chrome://tracing); "
-                        "time is the step number")
-    r.add_argument("--checks", type=checks_arg, default=EXPLORE_CHECKS, metavar="LIST",
-                   help="checkers: lockdep, kcsan, or none (default: lockdep,kcsan)")
+    _add_outputs(r, state="keep the machine file with the replay's final state", trace="the replay")
     r.add_argument("--json", action="store_true", help="one JSON object: schedule, holds, violations, timeline")
     r.set_defaults(func=cmd_replay)
+
+
+def _add_outputs(g: argparse._ActionsContainer, state: str, trace: str) -> None:
+    """The flags explore and replay share: the files they keep, and the checkers."""
+    g.add_argument("--state", metavar="FILE", help=state)
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --state FILE if it is a ksm-emu state file no live run holds, "
+                        "and an existing --trace FILE")
+    g.add_argument("--trace", metavar="FILE",
+                   help=f"write {trace} as Chrome trace-event JSON to FILE, for ui.perfetto.dev or "
+                        "chrome://tracing; time is the step number")
+    g.add_argument("--checks", type=checks_arg, default=EXPLORE_CHECKS, metavar="LIST",
+                   help="checkers on every execution: lockdep (the lock each plain access needs, lock "
+                        "order), kcsan (data races by happens-before), or none (default: lockdep,kcsan)")
 
 
 ENDLESS_DEFAULT = 1000  # schedules of pct and random when no bound is given
