@@ -102,6 +102,16 @@ class RaceDetector:
                 c[p] += 1
                 return
 
+    def handoff(self, prev: int, nxt: int) -> None:
+        """A context switch from task `prev` to `nxt` on one CPU: schedule()
+        orders everything before it (the runqueue lock, a full barrier) before
+        what the next task does there."""
+        c, src = self.vc[nxt], self.vc[prev]
+        for i, e in enumerate(src):
+            if e > c[i]:
+                c[i] = e
+        src[prev] += 1
+
     def _acquire(self, c: list[int], off: int, end: int) -> None:
         rel = self._rel
         for b in range(off, end):

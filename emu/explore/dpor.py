@@ -90,6 +90,24 @@ class Dpor(Strategy):
             self.last[p] = i
             return
         pos.fp = fp
+        pos.vc, pos.own = self._races(i, p, fp)
+        self._index(fp, p, i)
+        self.last[p] = i
+        sleep = dict(pos.sleep)
+        sleep.update(pos.done)
+        self.next_sleep = {q: f for q, f in sleep.items() if q != p and independent(f, fp)}
+
+    def on_blocked(self, i: int, p: int, fp: list) -> None:
+        """p cannot run before step i for want of what fp reads (its CPU, held by
+        another task): a failed attempt, raced like a step against the writes
+        that keep it off, so that DPOR tries p before them. Not a step: nothing
+        of it is kept."""
+        if i >= self.b:
+            self._races(i, p, fp)
+
+    def _races(self, i: int, p: int, fp: list) -> tuple[list[int], int]:
+        """The vector clock and own index of p's event at position i with
+        footprint fp; each race of it with an earlier step gets its backtrack entry."""
         stack, prev = self.stack, self.last[p]
         if prev >= 0:
             vc = list(stack[prev].vc)
@@ -103,7 +121,6 @@ class Dpor(Strategy):
                 if x > vc[q]:
                     vc[q] = x
         vc[p] = own
-        pos.vc, pos.own = vc, own
         for j in cands:
             pj = stack[j].proc
             if pj == p:
@@ -113,12 +130,8 @@ class Dpor(Strategy):
                 continue
             if any(k != j and stack[k].vc[pj] >= oj for k in cands):
                 continue
-            self._race(j, i)
-        self._index(fp, p, i)
-        self.last[p] = i
-        sleep = dict(pos.sleep)
-        sleep.update(pos.done)
-        self.next_sleep = {q: f for q, f in sleep.items() if q != p and independent(f, fp)}
+            self._race(j, i, p, vc)
+        return vc, own
 
     def end(self, steps: int = 0) -> None:
         """Pick the next branch: the deepest position with a CPU left in its
@@ -165,23 +178,26 @@ class Dpor(Strategy):
                     else:
                         e[1][p] = i
 
-    def _race(self, j: int, i: int) -> None:
+    def _race(self, j: int, i: int, pi: int, vci: list[int]) -> None:
+        """e' (step j) races with e (pi's event at position i, vector clock vci)."""
         stack = self.stack
         pos_j = stack[j]
-        pj, oj, pi = pos_j.proc, pos_j.own, stack[i].proc
+        pj, oj = pos_j.proc, pos_j.own
         first: dict[int, int] = {}  # CPU -> own index of its first step in v
         initials = set()
         for k in range(j + 1, i + 1):
-            s = stack[k]
-            if k < i and s.vc[pj] >= oj:
-                continue  # happens after e': not in v
-            q = s.proc
+            if k < i:
+                s = stack[k]
+                if s.vc[pj] >= oj:
+                    continue  # happens after e': not in v
+                q, vc, own = s.proc, s.vc, s.own
+            else:
+                q, vc, own = pi, vci, vci[pi]
             if q in first:
                 continue
-            vc = s.vc
             if not any(vc[r] >= o for r, o in first.items()):
                 initials.add(q)
-            first[q] = s.own
+            first[q] = own
             if len(first) == self.n:
                 break
         if initials & pos_j.backtrack:

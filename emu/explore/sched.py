@@ -18,6 +18,10 @@ until the bytes say it may proceed.
 
 from __future__ import annotations
 
+import ctypes
+import threading
+import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -173,8 +177,9 @@ class Step:
 
 class Strategy:
     """What chooses: `begin` before an execution (False: nothing left to run),
-    `choose` at every step, `on_step` once a step's footprint is known, `end`
-    after the execution (with its length)."""
+    `choose` at every step, `on_step` once a step's footprint is known,
+    `on_blocked` when a CPU is kept from running, `end` after the execution
+    (with its length)."""
 
     def begin(self) -> bool:
         return True
@@ -185,17 +190,95 @@ class Strategy:
     def on_step(self, i: int, proc: int, fp: list) -> None:
         pass
 
+    def on_blocked(self, i: int, proc: int, fp: list) -> None:
+        """Before step i, `proc` could not run for want of what `fp` reads."""
+
     def end(self, steps: int) -> None:
         pass
 
 
+class Stop:
+    """Why exploring must stop now, set from outside an execution: a signal
+    handler or the time limit. The runner looks at `reason` at every
+    scheduling point; a step that reaches none (a role looping without kernel
+    accesses) is interrupted by `Watchdog`."""
+
+    __slots__ = ("reason", "deadline")
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.reason: str | None = None
+        self.deadline = deadline  # time.perf_counter() value, or None
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def due(self) -> bool:
+        """True once a stop is requested or the deadline has passed."""
+        if self.reason is None and self.deadline is not None and time.perf_counter() >= self.deadline:
+            self.reason = "time limit"
+        return self.reason is not None
+
+
+class Stopped(BaseException):
+    """Raised into the exploring thread by `Watchdog` when a step runs on past
+    a requested stop without reaching a scheduling point."""
+
+
+class Watchdog:
+    """Stops a step that runs on past a requested stop (or the deadline)
+    without reaching a scheduling point: a role looping without kernel
+    accesses. After `grace` seconds it raises `Stopped` in the exploring
+    thread, in whatever frame runs there."""
+
+    def __init__(self, runner: Runner, grace: float = 1.0) -> None:
+        self.runner, self.grace = runner, grace
+        self.tid = threading.get_ident()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ksm-explore-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        since = None
+        while not self._done.wait(0.1):
+            r = self.runner
+            if r.executing and r.stop.due():
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                elif now - since >= self.grace:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), ctypes.py_object(Stopped))
+                    since = None
+            else:
+                since = None
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 class Runner:
-    """Runs the CPUs of one world under a strategy, one execution at a time."""
+    """Runs the CPUs of one world under a strategy, one execution at a time.
+
+    The CPU model: each role is a task pinned to its emulated CPU. Tasks on
+    different CPUs interleave at every access. Tasks sharing a CPU take turns
+    as that CPU would let them: the one running keeps the CPU until it ends,
+    sleeps (a sleeping wait: lock_page, a mutex) or, under CONFIG_PREEMPT, is
+    preempted where its preempt_count is 0 (spin_lock raises it).
+
+    For DPOR, such a CPU is a lock word of its own: a virtual byte that every
+    step of its tasks reads, and that a step writes when it changes who may
+    run there: without PREEMPT taking the CPU, sleeping or ending; under
+    PREEMPT only moving preempt_count between 0 and not 0, since a task at 0
+    keeps no one off its CPU (and one can take the CPU only from such a task). A task kept off its CPU is reported
+    to the strategy (`on_blocked`) as a failed attempt to read that byte, so
+    that DPOR reverses the step that took the CPU from under it."""
 
     def __init__(self, world: object, procs: list[Proc], max_steps: int = 200_000,
-                 checks: frozenset = frozenset()) -> None:
+                 checks: frozenset = frozenset(), stop: Stop | None = None) -> None:
         self.world, self.procs, self.max_steps = world, procs, max_steps
         self.checks = checks
+        self.stop = stop or Stop()
         self.kcsan: RaceDetector | None = None
         self.n = len(procs)
         self.kmem = world.kernel_mem
@@ -205,23 +288,40 @@ class Runner:
         self._lo = min(r.offset for r in m.regions.values())
         self._snap = bytes(m.mm[self._lo:m.size])
         self.recording: list[Step] | None = None
+        self.preemptible = bool(m.cfg.options.get("PREEMPT"))
+        cpus = [p.cpu for p in procs]
+        self.cpu_of = cpus
+        # a virtual byte per shared CPU, below every real offset (offsets are >= 0)
+        self.cpu_vb = [-1 - c if cpus.count(c) > 1 else None for c in cpus]
+        self.error: str | None = None  # the traceback of a role's exception
+        self.executing = False
 
     # -- one execution --------------------------------------------------------------
     def execute(self, strategy: Strategy, env: object, policy: str = "report",
                 record: bool = False) -> str | None:
         """Run every CPU's script to the end (or until the execution cannot go
         on). None when all finished, else why not: "deadlock", "blocked" (the
-        strategy refused every enabled CPU), "step limit", or "exception: ..."."""
+        strategy refused every enabled CPU), "step limit", "exception: ...",
+        or the stop's reason ("time limit", "interrupted by SIGINT", ...)."""
         m = self.world.machine
         m.mm[self._lo:m.size] = self._snap
         self.strategy = strategy
         strategy.runner = self
         self.pending = [START] * self.n
         self.guard: list = [None] * self.n
+        self.sleeping = [False] * self.n  # parked in a sleeping wait: its CPU is free
         self.finished = [False] * self.n
+        self.owner: dict[int, int] = {}  # emulated CPU -> the task running on it
+        self.last_ran: dict[int, int] = {}  # emulated CPU -> the task that ran there last
+        self.took = False  # the chosen task takes its CPU from another or from none
+        self.pc0 = 0  # the running task's preempt_count when its step began
+        self.kept_off: set[int] = set()  # tasks ready to run whose CPU another task holds
         self.choices = []
+        self.kept_off = set()
         self.fp: list = []
         self.outcome: str | None = None
+        self.error = None
+        self.fatal: BaseException | None = None
         self.ending = False
         self.aborting = False
         self.recording = [] if record else None
@@ -229,24 +329,27 @@ class Runner:
         if "kcsan" in self.checks:  # the free list's head stands for zone->lock
             fl = self.world.offsets["freelist"]
             self.kcsan = RaceDetector(self.n, self.world.machine.cfg.word_bytes, ((fl, fl + 8),))
-        ctxs = [self.world.context(cpu=p.cpu, task=p.task, role=p.name, policy=policy,
-                                   mem=SchedMem(self.kmem, self, i), ghost=GhostMem(self.world.host_mem, self),
-                                   wait=self._wait, clock=self.clock, checks=self.checks)
-                for i, p in enumerate(self.procs)]
-        self.glets = [greenlet(partial(self._body, i, ctxs[i], env), parent=self.main) for i in range(self.n)]
-        nxt = self._choose(None)
+        self.ctxs = [self.world.context(cpu=p.cpu, task=p.task, role=p.name, policy=policy,
+                                        mem=SchedMem(self.kmem, self, i), ghost=GhostMem(self.world.host_mem, self),
+                                        wait=self._wait, clock=self.clock, checks=self.checks)
+                     for i, p in enumerate(self.procs)]
+        self.glets = [greenlet(partial(self._body, i, self.ctxs[i], env), parent=self.main)
+                      for i in range(self.n)]
+        self.executing = True
         try:
+            nxt = self._choose(None)
             while nxt is not None:
                 self.glets[nxt].switch()
                 if self.ending:
                     break
                 nxt = self._choose(None)
-        except Nondeterminism:
-            raise
-        except Exception as e:  # a role script raised: a finding, replayable like any other
-            self.outcome = f"exception: {type(e).__name__}: {e}"
+        except Stopped:  # the watchdog: a step ran on past a stop without a scheduling point
+            self.outcome = self.stop.reason or "time limit"
         finally:
+            self.executing = False
             self._abort_rest()
+        if self.fatal is not None:
+            raise self.fatal
         return self.outcome
 
     def _body(self, p: int, mm: object, env: object) -> None:
@@ -255,8 +358,18 @@ class Runner:
             self.procs[p].script(mm, env)
         except Abort:
             return
-        self._close(p)
+        except Exception as e:  # a role script raised: a finding, replayable like any other
+            if self.aborting:
+                return
+            self._close(p)  # its last step's footprint: the strategies need it like any other
+            self.outcome = f"exception: {type(e).__name__}: {e}"
+            self.error = traceback.format_exc()
+            self.ending = True
+            return  # back to the main greenlet, this one's parent
+        self._close(p, ends=True)
         self.finished[p] = True
+        if self.owner.get(self.cpu_of[p]) == p:
+            del self.owner[self.cpu_of[p]]
 
     def _abort_rest(self) -> None:
         self.aborting = True
@@ -268,18 +381,30 @@ class Runner:
                     pass
         self.glets = []
 
+    def _end(self) -> None:
+        """End the execution from inside a CPU's step: back to the main greenlet for good."""
+        self.ending = True
+        self.main.switch()
+        raise Abort
+
     # -- the scheduling point ------------------------------------------------------------
     def point(self, p: int, op: str, off: int, size: int, write: bool) -> None:
         if self.aborting:
             raise Abort
-        self._close(p)
+        stop = self.stop
+        if stop.reason is not None or (stop.deadline is not None and not len(self.choices) & 255 and stop.due()):
+            self.outcome = stop.reason
+            self._end()
         pend = (op, off, size, write)
         self.pending[p] = pend
-        q = self._choose(p)
+        try:
+            self._close(p)
+            q = self._choose(p)
+        except Nondeterminism as e:  # the strategy's verdict on this execution: unwind it first
+            self.fatal = e
+            self._end()
         if q is None:
-            self.ending = True
-            self.main.switch()
-            raise Abort
+            self._end()
         if q != p:
             self.glets[q].switch()
             if self.aborting:
@@ -295,30 +420,64 @@ class Runner:
         if self.recording is not None:
             self.recording[-1].ghosts.append((off, size, write))
 
-    def _wait(self, mm: object, off: int, size: int, can: Callable[[int], bool], spins: int) -> None:
-        """MM.spin_wait: the CPU's next access waits until can(bytes at off) holds."""
-        self.guard[mm.a._p] = (off, size, can)
+    def _wait(self, mm: object, off: int, size: int, can: Callable[[int], bool], spins: int,
+              sleeping: bool = False) -> None:
+        """MM.spin_wait: park the CPU until can(bytes at off) holds. A sleeping
+        wait gives its emulated CPU to the other tasks there."""
+        p = mm.a._p
+        if sleeping:
+            if mm.preempt_count:
+                raise RuntimeError(f"BUG: sleeping function called from invalid context on CPU#{mm.cpu} "
+                                   f"(preempt_count {mm.preempt_count})")
+            self.sleeping[p] = True
+            if self.owner.get(self.cpu_of[p]) == p:
+                del self.owner[self.cpu_of[p]]
+        self.guard[p] = (off, size, can)
+        self.fp.append((off, off + size, False))  # the read that decided to park
 
     def _open(self, p: int, pend: tuple) -> None:
         self.guard[p] = None
+        self.sleeping[p] = False
         self.current = p
         op, off, size, write = pend
         if self.kcsan is not None and op != "start":
             self.kcsan.access(p, op, off, size, write, len(self.choices) - 1)
-        self.fp = [(off, off + size, write)] if op != "start" else []
+        fp = [(off, off + size, write)] if op != "start" else []
+        vb = self.cpu_vb[p]
+        if vb is not None:
+            # under PREEMPT a task takes its CPU only from one at preempt_count 0,
+            # which could take it back at once: only preempt_count decides
+            fp.append((vb, vb + 1, self.took and not self.preemptible))
+            self.pc0 = self.ctxs[p].preempt_count
+        self.fp = fp
         if self.recording is not None:
             self.recording.append(Step(len(self.choices) - 1, p, op, off, size,
                                        bytes(self.world.machine.mm[off:off + size]), function=kernel_function(2)))
 
-    def _close(self, p: int) -> None:
+    def _close(self, p: int, ends: bool = False) -> None:
+        vb = self.cpu_vb[p]
+        pc = self.ctxs[p].preempt_count
+        if vb is not None and (
+                ((self.pc0 == 0) != (pc == 0) or (ends and pc > 0)) if self.preemptible
+                else (ends or self.sleeping[p])):
+            self.fp.append((vb, vb + 1, True))  # the step changed who may run on its CPU
         if self.recording is not None and self.recording:
             s = self.recording[-1]
             s.after = bytes(self.world.machine.mm[s.off:s.off + s.size])
         self.strategy.on_step(len(self.choices) - 1, p, self.fp)
 
     def _choose(self, current: int | None) -> int | None:
-        enabled = [q for q in range(self.n) if not self.finished[q]
-                   and (self.guard[q] is None or self._guard_ok(q))]
+        ready = [q for q in range(self.n) if not self.finished[q] and (self.guard[q] is None or self._wake(q))]
+        enabled = [q for q in ready if self._may_run(q)]
+        if len(enabled) < len(ready):
+            kept = {q for q in ready if q not in enabled}
+            i = len(self.choices)
+            for q in kept - self.kept_off:  # newly kept off: a failed attempt at its CPU
+                vb = self.cpu_vb[q]
+                self.strategy.on_blocked(i, q, [(vb, vb + 1, False)])
+            self.kept_off = kept
+        elif self.kept_off:
+            self.kept_off = set()
         if not enabled:
             if not all(self.finished):
                 self.outcome = "deadlock"
@@ -331,8 +490,31 @@ class Runner:
             self.outcome = self.outcome or "blocked"
             return None
         self.choices.append(q)
+        c = self.cpu_of[q]
+        self.took = self.owner.get(c) != q
+        self.owner[c] = q
+        prev = self.last_ran.get(c)
+        if prev != q:
+            if prev is not None and self.kcsan is not None:
+                self.kcsan.handoff(prev, q)
+            self.last_ran[c] = q
         return q
 
-    def _guard_ok(self, q: int) -> bool:
+    def _wake(self, q: int) -> bool:
+        """A parked CPU wakes once its word says it may proceed, and stays
+        awake until it runs: a later write that takes the lock again does not
+        park it; its next read sees that write and fails, an event of its own
+        that DPOR can reverse (a guard that parked it again would hide that race)."""
         off, size, can = self.guard[q]
-        return can(self.kmem.load(off, size))
+        if can(self.kmem.load(off, size)):
+            self.guard[q] = None
+            return True
+        return False
+
+    def _may_run(self, q: int) -> bool:
+        """Whether q's emulated CPU can switch to it: free, already q's, or its
+        task can be switched away from (asleep, or preemptible)."""
+        o = self.owner.get(self.cpu_of[q])
+        if o is None or o == q or self.sleeping[o]:
+            return True
+        return self.preemptible and self.ctxs[o].preempt_count == 0

@@ -32,9 +32,10 @@ PAGE_MAPPING_ANON, PAGE_MAPPING_KSM = 1, 2
 PG_LOCKED = 1 << 0  # page->flags bit 0, as in include/linux/page-flags.h
 
 
-def cpu_relax(mm: MM, off: int, size: int, can: Callable[[int], bool], spins: int) -> None:
-    """A spin-wait step in a free run: give the real CPU away now and then,
-    since the emulated CPUs outnumber the real ones and the holder may be preempted."""
+def cpu_relax(mm: MM, off: int, size: int, can: Callable[[int], bool], spins: int,
+              sleeping: bool = False) -> None:
+    """A wait step in a free run: give the real CPU away now and then, since
+    the emulated CPUs outnumber the real ones and the holder may be preempted."""
     if spins & 63 == 63:
         os.sched_yield()
 
@@ -74,6 +75,7 @@ class MM:
         self.h = world.host_mem
         self.clock = clock or WALL
         self.window_ns = window_ns
+        self.preempt_count = 0  # the task's: spinlocks held (a controlled schedule's CPU model reads it)
         self._wait = wait or cpu_relax
         self.truth = Truth(self, policy)
         self.lockdep = None  # emu.check.lockdep, with checks={"lockdep"}
@@ -94,10 +96,20 @@ class MM:
         return self.mem_map_addr + pfn * self.psize
 
     # -- waiting -----------------------------------------------------------------
-    def spin_wait(self, off: int, size: int, can: Callable[[int], bool], spins: int) -> None:
-        """A CPU spinning on the `size` bytes at `off` until `can(value)` may hold
-        (a free run relaxes; a controlled schedule runs another CPU until it does)."""
-        self._wait(self, off, size, can, spins)
+    def spin_wait(self, off: int, size: int, can: Callable[[int], bool], spins: int,
+                  sleeping: bool = False) -> None:
+        """A CPU waiting on the `size` bytes at `off` until `can(value)` may hold
+        (a free run relaxes; a controlled schedule runs another CPU until it
+        does). `sleeping`: the task sleeps (lock_page, a mutex) rather than
+        spins, so another task may have its CPU meanwhile."""
+        self._wait(self, off, size, can, spins, sleeping)
+
+    # -- preemption (include/linux/preempt.h) ------------------------------------------
+    def preempt_disable(self) -> None:
+        self.preempt_count += 1
+
+    def preempt_enable(self) -> None:
+        self.preempt_count -= 1
 
     # -- bookkeeping ----------------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:

@@ -105,7 +105,7 @@ def lock_page(mm: MM, pfn: int) -> None:
     off, spins = mm.page_off(pfn) + mm.flags_rel, 0
     while not trylock_page(mm, pfn):
         spins += 1
-        mm.spin_wait(off, mm.word, _unlocked, spins)
+        mm.spin_wait(off, mm.word, _unlocked, spins, sleeping=True)  # wait_on_page_locked sleeps
 
 
 def _unlocked(flags: int) -> bool:

@@ -105,7 +105,9 @@ def _after_acquire(mm: MM, off: int, lm: LockModel) -> None:
 
 def spin_trylock(mm: MM, off: int, lm: LockModel) -> bool:
     check_lock(mm, off, lm)
+    mm.preempt_disable()
     if not _raw_trylock(mm, off, lm):
+        mm.preempt_enable()
         return False
     _acquired(mm, off)
     _after_acquire(mm, off, lm)
@@ -113,8 +115,11 @@ def spin_trylock(mm: MM, off: int, lm: LockModel) -> bool:
 
 
 def spin_lock(mm: MM, off: int, lm: LockModel, max_spins: int = 0) -> None:
-    """Spin until the lock is ours; SpinLockup after max_spins waits (0: no limit)."""
+    """Spin until the lock is ours; SpinLockup after max_spins waits (0: no limit).
+    Preemption is off from here to spin_unlock, and while spinning, except on
+    GENERIC_LOCKBREAK's path (BUILD_LOCK_OPS), which waits preemptibly."""
     check_lock(mm, off, lm)
+    mm.preempt_disable()
     _debug_before(mm, off, lm)
     a, lk, size = mm.a, off + lm.lock_rel, lm.lock_size
     if lm.kind == "token":
@@ -125,9 +130,10 @@ def spin_lock(mm: MM, off: int, lm: LockModel, max_spins: int = 0) -> None:
 
         spins = 0
         while a.cas(lk, size, free, lm.held_value(mm.cpu)) != free:
-            if lm.lockbreak:  # GENERIC_LOCKBREAK: a waiter on a held lock says so. Plain in
-                # the kernel, a benign race among waiters and the holder: marked here so
-                # that kcsan reports the protocol's races, not this one
+            if lm.lockbreak:  # GENERIC_LOCKBREAK: a waiter waits preemptibly and says so. Plain
+                # in the kernel, a benign race among waiters and the holder: marked here
+                # so that kcsan reports the protocol's races, not this one
+                mm.preempt_enable()
                 if a.load_once(off + lm.break_rel, 4) == 0:
                     a.store_once(off + lm.break_rel, 4, 1)
             while True:  # test before test-and-set
@@ -137,6 +143,8 @@ def spin_lock(mm: MM, off: int, lm: LockModel, max_spins: int = 0) -> None:
                 mm.spin_wait(lk, size, can, spins)
                 if a.load_once(lk, size) == free:
                     break
+            if lm.lockbreak:
+                mm.preempt_disable()
     elif lm.kind == "ticket":
         rel, tsize, add = lm.ticket_add()
         ticket = lm.next_ticket(a.fetch_add(lk + rel, tsize, add))  # x86 xadd: not abandonable
@@ -176,3 +184,4 @@ def spin_unlock(mm: MM, off: int, lm: LockModel) -> None:
         mm.lockdep.released(mm.lockdep.spin_class(off), off)
     if mm.tr is not None:
         mm.tr.unlock(off)
+    mm.preempt_enable()
