@@ -71,6 +71,7 @@ def test_a_failing_jobs_replay_string_replays(local_run):
     assert r.returncode == 1 and {f["kind"] for f in json.loads(r.stdout)["violations"]} == set(rec["kinds"])
 
 
+@pytest.mark.slow  # starts a Dask cluster, reruns the campaign
 def test_dask_local_cluster_gives_the_local_verdicts(spec_dir, local_run):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -94,6 +95,7 @@ def _wait_lines(path: Path, n: int, p: subprocess.Popen, timeout: float = 120) -
     raise AssertionError(f"fewer than {n} lines in {path} after {timeout} s")
 
 
+@pytest.mark.slow  # the campaign, three times
 def test_killed_midway_then_rerun_completes_only_the_missing_jobs(spec_dir):
     out = spec_dir / "kill.jsonl"
     argv = [*EMU, "campaign", "c.json", "--jobs", "1", "--out", out.name]

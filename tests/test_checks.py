@@ -62,6 +62,7 @@ def test_pte_under_another_tables_lock_caught_by_explore(monkeypatch):
     assert r.schedules_explored == 1  # no interleaving needed: the lock is wrong in every one
 
 
+@pytest.mark.slow  # explores stale-node in full, twice
 def test_plain_store_racing_with_an_atomic_of_another_size(monkeypatch):
     """set_page_refcounted as one plain 8-byte store over _count and _mapcount,
     against ksmd's 4-byte atomic_inc_not_zero on _count of the reused page."""

@@ -400,6 +400,7 @@ _SIZE = _ints(-8, 256, [0, 8, 32, 64, 1 << 62, I64_MAX, I64_MAX - 7, I64_MIN, -1
 _REL = _ints(-16, 72, [0, 8, 24, 56, I64_MIN, I64_MAX, -(1 << 40)])
 
 
+@pytest.mark.slow  # fuzz: 300 random cases
 @forked
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(field=st.sampled_from([("nodes_off", "node_size", "kpfn_rel"),
@@ -744,6 +745,7 @@ def _atomics_expect(off: int, size: int):
     return None
 
 
+@pytest.mark.slow  # fuzz: 300 random cases
 @forked
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(name=st.sampled_from(list(OPS)), off=_AOFF, size=_SIZES)

@@ -43,6 +43,7 @@ def test_rows_are_lazy(big_state):
     m.close()
 
 
+@pytest.mark.slow  # kmem over a 1M-page file, twice
 @pytest.mark.parametrize("fmt", [[], ["--json"]])
 def test_rss_stays_bounded(big_state, fmt):
     """Every row of the 1M-page file printed; the peak RSS stays below the

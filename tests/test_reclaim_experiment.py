@@ -19,6 +19,7 @@ def emu(*args, cwd, env=ENV, timeout=300):
                           stdin=subprocess.DEVNULL, timeout=timeout)
 
 
+@pytest.mark.slow  # two 4 s runs
 def test_reclaim_experiment_json_and_plot(tmp_path):
     """refcount waits for ksmd's pass, the keyhole frees at once: orders of magnitude apart."""
     pytest.importorskip("matplotlib")

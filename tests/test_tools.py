@@ -42,16 +42,6 @@ def test_bench_ksm_bad_args():
     assert r.returncode == 2 and "--rates" in r.stderr
 
 
-def test_bench_compare_json():
-    """Side by side with the revision before the restructure (built in a worktree)."""
-    r = subprocess.run([sys.executable, str(TOOLS / "bench_compare.py"), "--json", "--pairs", "1",
-                        "--duration", "1"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    d = json.loads(r.stdout)
-    assert d["before"]["calls_per_s_mean"] > 0 and d["after"]["calls_per_s_mean"] > 0
-    assert d["ratio_after_over_before"] > 0 and d["before"]["violations"] == d["after"]["violations"] == 0
-
-
 def test_bench_explore_json():
     r = subprocess.run([sys.executable, str(TOOLS / "bench_explore.py"), "--json", "--skip", "steps",
                         "--run-cap", "2", "--pct-seeds", "2"], capture_output=True, text=True, timeout=600)
