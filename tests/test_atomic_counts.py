@@ -192,7 +192,8 @@ def _verdict(w: Workload, got: list[tuple]) -> str | None:
             return (f"{w.op}: worker {i}'s bit was already set at {sets} of its sets, already clear at "
                     f"{clears} of its clears ({len(wrong)} workers saw others' stale stores)")
     if final != want:
-        return f"{w.op}: {final:#x} after {total} ops, not {want:#x} ({(want - final) & mask} updates lost)"
+        lost = (final - want if w.op in ("fetch_sub", "dec_and_test") else want - final) & mask
+        return f"{w.op}: {final:#x} after {total} ops, not {want:#x} ({lost} updates lost)"
     return None
 
 
@@ -206,7 +207,7 @@ def exact_count(make_machine, op: str, size: int, order: str, rounds: int = 1) -
     for r in range(rounds):
         got = [per_worker[i][r] for i in range(NPROC)]
         v = _verdict(w, got)
-        if v is None:  # and the bytes are the field's, in its byte order
+        if v is None:  # and the bytes are the value's in its byte order (the field keeps the last round's)
             final = got[0][4]
             off = m.region("scratch").offset + FIELD
             raw = bytes(m.mm[off:off + size])
