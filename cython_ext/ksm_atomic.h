@@ -4,8 +4,8 @@
  * A field of the other byte order than the host's is byte-swapped on the way
  * in and out of the hardware operation, so the bytes in memory are what the
  * emulated machine would hold.  Addition does not commute with swapping, so a
- * swapped fetch_add is a CAS loop; the bitwise ops and exchange work on the
- * swapped value directly.
+ * swapped fetch_add or fetch_sub is a CAS loop; the bitwise ops and exchange
+ * work on the swapped value directly.
  *
  * GCC's __atomic builtins want a constant memory order to pick weaker
  * barriers, so each op switches on the order.
@@ -96,15 +96,15 @@ static inline uint64_t ko_cas(char *p, int size, int swap, uint64_t expected,
     return swap ? ko_bswap(expected, size) : expected;
 }
 
-enum { KO_ADD, KO_AND, KO_OR, KO_XOR };
+enum { KO_ADD, KO_AND, KO_OR, KO_XOR, KO_SUB };
 
 static inline uint64_t ko_fetch_op(char *p, int size, int swap, int op, uint64_t v, int order)
 {
     uint64_t r = 0;
-    if (swap && op == KO_ADD) {
+    if (swap && (op == KO_ADD || op == KO_SUB)) {
         uint64_t old = ko_load(p, size, swap, __ATOMIC_RELAXED), seen;
         for (;;) {
-            seen = ko_cas(p, size, swap, old, (old + v) & ko_mask(size), order);
+            seen = ko_cas(p, size, swap, old, (op == KO_ADD ? old + v : old - v) & ko_mask(size), order);
             if (seen == old) return old;
             old = seen;
         }
@@ -112,6 +112,7 @@ static inline uint64_t ko_fetch_op(char *p, int size, int swap, int op, uint64_t
     if (swap) v = ko_bswap(v, size);
     switch (op) {
     case KO_ADD: KO_BY_SIZE(size, KO_BY_ORDER(r = __atomic_fetch_add((T *)p, (T)v, O), order)); break;
+    case KO_SUB: KO_BY_SIZE(size, KO_BY_ORDER(r = __atomic_fetch_sub((T *)p, (T)v, O), order)); break;
     case KO_AND: KO_BY_SIZE(size, KO_BY_ORDER(r = __atomic_fetch_and((T *)p, (T)v, O), order)); break;
     case KO_OR:  KO_BY_SIZE(size, KO_BY_ORDER(r = __atomic_fetch_or((T *)p, (T)v, O), order)); break;
     default:     KO_BY_SIZE(size, KO_BY_ORDER(r = __atomic_fetch_xor((T *)p, (T)v, O), order)); break;

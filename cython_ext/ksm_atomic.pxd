@@ -15,6 +15,7 @@ cdef extern from "ksm_atomic.h" nogil:
         KO_AND
         KO_OR
         KO_XOR
+        KO_SUB
         __ATOMIC_RELAXED
         __ATOMIC_CONSUME
         __ATOMIC_ACQUIRE

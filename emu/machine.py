@@ -64,7 +64,7 @@ class ReadOnlyAtomics:
     def _refuse(self, *args: object, **kw: object) -> int:
         raise MachineError("the machine is attached read-only: no writes")
 
-    store = xchg = cas = fetch_add = fetch_and = fetch_or = fetch_xor = _refuse
+    store = xchg = cas = fetch_add = fetch_sub = fetch_and = fetch_or = fetch_xor = _refuse
 
     def release(self) -> None:
         pass

@@ -434,7 +434,11 @@ OPS = {
     "fetch_and": lambda a, off, size: a.fetch_and(off, size, 1),
     "fetch_or": lambda a, off, size: a.fetch_or(off, size, 1),
     "fetch_xor": lambda a, off, size: a.fetch_xor(off, size, 1),
+    "fetch_sub": lambda a, off, size: a.fetch_sub(off, size, -1),
+    "inc_not_zero": lambda a, off, size: a.inc_not_zero(off, size),
+    "dec_and_test": lambda a, off, size: a.dec_and_test(off, size),
     "loop_cas_increment": lambda a, off, size: a.loop_cas_increment(off, size, 3),
+    "loop_rmw": lambda a, off, size: a.loop_rmw("fetch_add", off, size, 3),
 }
 ATOMIC_T = {
     "atomic_read": lambda a, off: a.atomic_read(off),
@@ -469,7 +473,8 @@ def test_atomics_valid_at_both_ends(name, size, order):
     for off in (0, AL - size):
         a.store(off, size, 0)
         OPS[name](a, off, size)
-        want = {"load": 0, "fetch_and": 0, "loop_cas_increment": 3}.get(name, 1)
+        want = {"load": 0, "fetch_and": 0, "loop_cas_increment": 3, "loop_rmw": 3, "inc_not_zero": 0,
+                "dec_and_test": (1 << 8 * size) - 1}.get(name, 1)
         assert a.load(off, size) == want, (name, off)
         assert bytes(buf[off:off + size]) == want.to_bytes(size, order)
     a.release()

@@ -17,12 +17,19 @@ least one writes, neither happens before the other, and at least one is
 plain. As KCSAN_ASSUME_PLAIN_WRITES_ATOMIC (the kernel's default) does, an
 aligned plain write of at most a word is taken as atomic against a marked
 or atomic read, whatever its size; never against another write.
+
+Every race of an execution is reported, each pair of accesses once. So no
+access is forgotten because a later one on the same bytes supersedes it (as
+FastTrack does, which finds the first race on each byte, not all): a byte
+keeps its accesses until each happens before every other CPU's clock, when
+it can race with nothing to come.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..mm import testbreak
 from ..mm.mem import MARKED, PLAIN
 
 PLAIN_K, MARKED_K, ATOMIC_K = 0, 1, 2
@@ -34,60 +41,61 @@ READS = frozenset(("load", "load_once", "atomic_read", "cas", "xchg", "fetch_add
 class RaceDetector:
     """One execution's happens-before and the races found in it."""
 
+    PRUNE = 8  # a byte's accesses are pruned when it has this many
+
     def __init__(self, nprocs: int, word: int, sync_ranges: tuple[tuple[int, int], ...] = ()) -> None:
         self.word = word
         self.vc = [[0] * nprocs for _ in range(nprocs)]
         for i in range(nprocs):
             self.vc[i][i] = 1
-        self._w: dict[int, tuple[int, int, int]] = {}  # byte -> last write: (cpu, its epoch, access)
-        self._pw: dict[int, tuple[int, int, int]] = {}  # byte -> last plain write
-        self._r: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}  # byte -> (cpu, plain?) -> (epoch, access)
+        # byte -> its accesses that may still race: (cpu, its epoch, access, write)
+        self._live: dict[int, list[tuple[int, int, int, bool]]] = {}
         self._rel: dict[int, tuple[int, ...]] = {}  # byte -> clock its last write released
         self.accesses: list[tuple] = []  # (proc, op, off, size, step, kind, write)
         self.races: list[tuple[int, int]] = []  # (earlier access, later access)
-        self._seen: set = set()
         self._sync = sync_ranges
+        # a deliberately wrong model, for the test that shows the checker's tests can fail
+        self._plain_read_acquires = "kcsan-plain-read-acquires" in testbreak.BROKEN
 
     def access(self, p: int, op: str, off: int, size: int, write: bool, step: int) -> None:
         kind = PLAIN_K if op in PLAIN else MARKED_K if op in MARKED else ATOMIC_K
-        c, ws, pws, rs = self.vc[p], self._w, self._pw, self._r
+        c, live = self.vc[p], self._live
         a = len(self.accesses)
         self.accesses.append((p, op, off, size, step, kind, write))
+        me = (p, c[p], a, write)
         end = off + size
+        racing = None
         for b in range(off, end):
-            for w in (ws.get(b), pws.get(b)):
-                if w is not None and w[0] != p and w[1] > c[w[0]]:
-                    self._pair(w[2], a)
-            if write:
-                readers = rs.get(b)
-                if readers:
-                    for (q, _), (e, ra) in readers.items():
-                        if q != p and e > c[q]:
-                            self._pair(ra, a)
-        if kind != PLAIN_K and op in READS:  # acquire what the bytes' last write released
-            self._acquire(c, off, end)
-        if write:
-            # FastTrack forgets what a write supersedes: any later access racing with
-            # an older access races with this write too. Not so for reporting: a
-            # plain access is reportable against an atomic one where this atomic
-            # write is not, so plain reads and the last plain write stay until a
-            # plain write supersedes them.
-            snap, rec = tuple(c), (p, c[p], a)
-            for b in range(off, end):
-                ws[b] = rec
-                if kind == PLAIN_K:
-                    pws[b] = rec
-                    rs.pop(b, None)
-                else:
-                    readers = rs.get(b)
-                    if readers:
-                        for key in [k for k in readers if k[1] != PLAIN_K]:
-                            del readers[key]
-                self._rel[b] = snap
+            accs = live.get(b)
+            if accs is None:
+                live[b] = [me]
+                continue
+            for q, e, x, w in accs:
+                if e > c[q] and q != p and (write or w):  # not before this access, and conflicting
+                    if racing is None:
+                        racing = {x}
+                    else:
+                        racing.add(x)
+            accs.append(me)
+            if len(accs) % self.PRUNE == 0:
+                self._prune(b, accs)
+        if racing:
+            for x in sorted(racing):
+                self._pair(x, a)
+        if (kind != PLAIN_K or self._plain_read_acquires) and op in READS:
+            self._acquire(c, off, end)  # what the bytes' last write released
+        if write:  # release this CPU's clock into the bytes
+            self._rel.update(dict.fromkeys(range(off, end), tuple(c)))
             c[p] += 1
-        else:
-            for b in range(off, end):
-                rs.setdefault(b, {})[(p, PLAIN_K if kind == PLAIN_K else MARKED_K)] = (c[p], a)
+
+    def _prune(self, b: int, accs: list) -> None:
+        """Drop the byte's accesses that happen before every other CPU's clock:
+        nothing still to come can race with them."""
+        vc, n = self.vc, len(self.vc)
+        floor = [min([vc[r][q] for r in range(n) if r != q], default=1 << 62) for q in range(n)]
+        kept = [t for t in accs if t[1] > floor[t[0]]]
+        if len(kept) < len(accs):
+            self._live[b] = kept
 
     def ghost_rmw(self, p: int, off: int, size: int) -> None:
         """An atomic read-modify-write of emulator state that stands for a lock
@@ -122,9 +130,6 @@ class RaceDetector:
                         c[i] = e
 
     def _pair(self, x: int, y: int) -> None:
-        if (x, y) in self._seen:
-            return
-        self._seen.add((x, y))
         ax, ay = self.accesses[x], self.accesses[y]
         if ax[5] != PLAIN_K and ay[5] != PLAIN_K:
             return
