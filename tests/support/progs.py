@@ -575,6 +575,9 @@ def compare(prog: Prog, cap: int | None = None) -> Verdict:
     if p.states != d.states:
         problems.append(f"end states differ: {len(d.states - p.states)} missed by DPOR, "
                         f"{len(p.states - d.states)} DPOR's only")
+    ended = sorted({o for o, _ in d.states | p.states if o is not None})
+    if ended:  # every role ends in every interleaving: the generator promises it
+        problems.append(f"executions ended with {ended}")
     if p.outcomes != {s for _, s in p.states}:
         problems.append("explore()'s Result.outcomes differ from the end states recorded")
     for e in (d, p):  # one trace, one end state: the dependency relation misses nothing
@@ -602,11 +605,12 @@ class Params:
     p_lock: float = 0.8  # a program with locks
     p_if: float = 0.2
     p_shared_cpu: float = 0.15  # two roles on one CPU
+    p_twice: float = 0.3  # with locks, the first role starts with two sections of one lock
     configs: tuple = ("x86_64", "x86_64", "x86_64 PREEMPT", "ppc64 PREEMPT", "ppc64 PREEMPT", "ppc64 PREEMPT",
                       "ppc64 PREEMPT DEBUG_SPINLOCK")  # drawn uniformly, for a program with locks
     # the most interleavings of the steps as if no lock were contended (see `interleavings`),
     # without locks and with them (which block most of them)
-    max_interleavings: tuple = (1500, 6000)
+    max_interleavings: tuple = (1500, 4500)
     max_debug_interleavings: int = 600  # DEBUG_SPINLOCK's: nothing blocks there
 
 
@@ -743,7 +747,14 @@ def _draw(rng: random.Random, params: Params) -> Prog:
                                   for _ in range(rng.randint(1, 2)))]
     for me in range(len(roles), nroles):
         n = rng.randint(params.top_ops[0], params.top_ops[1] - (nroles > 2))
-        roles.append(ops(me, n, stored, True))
+        if locks and me == 0 and rng.random() < params.p_twice:
+            # two sections of one lock in a row: where another role's waiting matters most
+            i = rng.randrange(len(locks))
+            twice = tuple(Locked(i, ops(me, rng.randint(0, 1), stored, False, held=i),
+                                 locks[i] == "tas" and rng.random() < 0.5) for _ in range(2))
+            roles.append(twice + ops(me, n - 2, stored, True))
+        else:
+            roles.append(ops(me, n, stored, True))
     cpus = None
     if nroles > 1 and rng.random() < params.p_shared_cpu:
         a, b = rng.sample(range(nroles), 2)
