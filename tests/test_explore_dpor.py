@@ -316,3 +316,39 @@ REGRESSIONS = {
 @pytest.mark.parametrize("name", list(REGRESSIONS))
 def test_shrunk_regression(name):
     _assert_dpor_equals_dfs(REGRESSIONS[name])
+
+
+# -- the oracle itself -------------------------------------------------------------------------------
+def test_trace_key_is_the_mazurkiewicz_class():
+    """Swapping adjacent independent steps keeps the key; swapping dependent ones, or
+    a step that differs, changes it."""
+    a, b = ((0, 8, True),), ((8, 16, False),)  # disjoint bytes
+    wide_read = ((4, 12, False),)  # overlaps a's write
+    key = progs.trace_key
+    assert key([(0, a), (1, b)]) == key([(1, b), (0, a)])
+    assert key([(0, a), (1, wide_read)]) != key([(1, wide_read), (0, a)])
+    assert key([(0, b), (1, wide_read)]) == key([(1, wide_read), (0, b)])  # two reads commute
+    assert key([(0, a), (0, b)]) != key([(0, b), (0, a)])  # one CPU's steps never commute
+    # transitively ordered: 0's write, then 1's read of it, then 2's write elsewhere that 1 reads
+    c = ((16, 24, True),)
+    e = [(0, a), (1, ((0, 4, False), (16, 20, False))), (2, c)]
+    assert key(e) != key([(0, a), (2, c), (1, ((0, 4, False), (16, 20, False)))])
+    assert key(e) != key([(1, ((0, 4, False), (16, 20, False))), (0, a), (2, c)])
+
+
+def test_a_dpor_that_forgets_races_fails_the_comparison(monkeypatch):
+    """The comparison can fail: a DPOR that drops the races of one CPU misses traces
+    of a program without locks."""
+    from emu.explore.dpor import Dpor
+
+    race = Dpor._race
+
+    def forgetful(self, j, i, *rest):
+        if self.stack[j].proc != 0:
+            return race(self, j, i, *rest)
+
+    prog = Prog(((Store(0, 0, 8, 1), Load(1, 0, 8)), (Store(1, 0, 8, 2), Load(0, 4, 4))))
+    assert progs.compare(prog).ok
+    monkeypatch.setattr(Dpor, "_race", forgetful)
+    v = progs.compare(prog)
+    assert not v.ok and any("missed by DPOR" in p for p in v.problems), v.problems
