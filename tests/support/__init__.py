@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (program generators, brute-force oracles)."""
