@@ -681,12 +681,26 @@ class _Parser:
         return INT
 
     def access_size(self, addr: Expr, t: Token) -> int:
+        """Width of an access through `addr`; a cast access must be aligned and inside its location."""
         at = self.type_of(addr)
         if at is None or not at.pointers:
             raise self.error("dereference of a non-pointer (declare it 'int *' or pass it as a parameter)", t)
         size = at.deref().size
         if size is None:
             raise self.error(f"cannot load or store a {at.deref()}", t)
+        base, offset = addr, 0
+        while isinstance(base, (Cast, PtrAdd)):
+            if isinstance(base, PtrAdd):
+                offset += base.offset
+            base = base.operand if isinstance(base, Cast) else base.base
+        if base is not addr and isinstance(base, LocAddr):
+            assert self.scope is not None
+            whole = self.scope.params[base.name].deref().size or 0
+            if offset < 0 or offset + size > whole:
+                raise self.error(f"access of {size} bytes at offset {offset} is outside {base.name} "
+                                 f"({whole} bytes)", t)
+            if offset % size:
+                raise self.unsupported("misaligned access", t, "accesses must be aligned to their size")
         return size
 
     # ---------------------------------------------------------------- shared locations
