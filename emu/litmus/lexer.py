@@ -75,12 +75,12 @@ def tokenize(text: str, filename: str, start: int = 0, line: int = 1) -> tuple[l
             i = j + 2
             continue
         if text.startswith("(*", i) and body_depth is None:
-            start_line, start_at = line, i
+            start_line, start_at, start_line_start = line, i, line_start
             level = 0
             j = i
             while True:
                 if j >= n:
-                    line = start_line
+                    line, line_start = start_line, start_line_start
                     raise err("unterminated (* comment", start_at)
                 if text.startswith("(*", j):
                     level += 1

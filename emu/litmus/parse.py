@@ -108,6 +108,7 @@ class _Parser:
         self.comments: list[Comment] = []
         self.pos = 0
         self.scope: _Scope | None = None
+        self.declared: dict[str, tuple[CType, str]] = {}  # location -> (type, where it was declared)
 
     # ---------------------------------------------------------------- tokens
 
@@ -178,10 +179,10 @@ class _Parser:
         m = next((m for c in self.comments if (m := _RESULT.search(c.text))), None)
         return LitmusTest(name, self.filename, m.group(1) if m else None, tuple(init), tuple(processes),
                           cond, locations=locations, filter=filt, info=tuple(info),
-                          shared=tuple(sorted(shared.items())), line=line - 1)
+                          shared=tuple(sorted(shared.items())), line=line)
 
     def header(self) -> tuple[str, int, int]:
-        """`C NAME` on the first non-blank line: the name, and where the rest starts."""
+        """`C NAME` on the first non-blank line: the name, and the offset and line where the rest starts."""
         offset = 0
         for lineno, raw in enumerate(self.text.splitlines(keepends=True), 1):
             words = raw.split()
@@ -198,10 +199,8 @@ class _Parser:
             if len(words) < 2:
                 raise LitmusSyntaxError("expected a test name after 'C'", self.filename, lineno,
                                         col + 1)
-            if len(words) > 2 and not words[2].startswith(("(*", "//", "/*")):
-                raise LitmusSyntaxError(f"unexpected {words[2]!r} after the test name",
-                                        self.filename, lineno, raw.index(words[2], col + 1) + 1)
-            return words[1], offset + len(raw), lineno + 1
+            end = raw.index(words[1], col) + len(words[1])  # the rest of the line is tokenized
+            return words[1], offset + end, lineno
         raise LitmusSyntaxError("empty file: expected 'C NAME'", self.filename, 1, 1)
 
     def prelude(self) -> list[tuple[str, str]]:
@@ -225,18 +224,21 @@ class _Parser:
     def init_block(self) -> list[InitEntry]:
         self.expect("{")
         entries: list[InitEntry] = []
+        seen: set[str] = set()
         while not self.at("}"):
             if self.accept(";"):
                 continue
-            entries.append(self.init_entry())
+            start = self.peek()
+            e = self.init_entry()
+            if e.loc.key in seen:
+                raise self.error(f"{e.loc.key} is initialised twice", start)
+            seen.add(e.loc.key)
+            if e.loc.proc is None and e.ctype is not None:
+                self.declared[e.loc.name] = (e.ctype, "the init block")
+            entries.append(e)
             if not self.at("}"):
                 self.expect(";", "between init items")
         self.next()
-        seen: set[str] = set()
-        for e in entries:
-            if e.loc.key in seen:
-                raise LitmusSyntaxError(f"{e.loc.key} is initialised twice", self.filename, e.line, 1)
-            seen.add(e.loc.key)
         return entries
 
     def init_entry(self) -> InitEntry:
@@ -344,6 +346,10 @@ class _Parser:
                     raise self.error(f"parameter {nt.text} must be a pointer (e.g. 'int *{nt.text}')", nt)
                 if nt.text in names:
                     raise self.error(f"parameter {nt.text} is declared twice", nt)
+                known = self.declared.setdefault(nt.text, (ct.deref(), f"P{index}'s parameters"))
+                if known[0] != ct.deref():
+                    raise self.error(f"P{index}'s parameter {nt.text} is '{ct}' but {known[1]} "
+                                     f"makes {nt.text} '{known[0]}'", pt)
                 names[nt.text] = ct
                 params.append(Param(nt.text, ct, line=pt.line))
                 if not self.accept(","):
@@ -706,22 +712,8 @@ class _Parser:
     # ---------------------------------------------------------------- shared locations
 
     def shared_types(self, init: list[InitEntry], processes: list[Process]) -> dict[str, CType]:
-        shared: dict[str, CType] = {}
-        where: dict[str, str] = {}
-        for e in init:
-            if e.loc.proc is None and e.ctype is not None:
-                shared[e.loc.name] = e.ctype
-                where[e.loc.name] = "the init block"
-        for p in processes:
-            for prm in p.params:
-                ct = prm.ctype.deref()
-                if prm.name in shared and shared[prm.name] != ct:
-                    raise LitmusSyntaxError(
-                        f"P{p.index}'s parameter {prm.name} is '{prm.ctype}' but {where[prm.name]} "
-                        f"makes {prm.name} '{shared[prm.name]}'", self.filename, prm.line, 1)
-                if prm.name not in shared:
-                    shared[prm.name] = ct
-                    where[prm.name] = f"P{p.index}'s parameters"
+        """Every shared location's type: declared in the init block, else by a parameter, else int."""
+        shared = {name: ct for name, (ct, _) in self.declared.items()}
         for e in init:
             if e.loc.proc is None:
                 shared.setdefault(e.loc.name, INT)
