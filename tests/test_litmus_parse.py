@@ -579,3 +579,24 @@ def test_other_architectures_are_unsupported():
 def test_package_exports():
     for name in lit.__all__:
         assert hasattr(lit, name), name
+
+
+def test_mangled_files_fail_cleanly():
+    """Truncated or mangled tests parse or raise a one-line LitmusError, never anything else."""
+    import random
+
+    from emu.litmus import LitmusError
+
+    texts = [p.read_text() for p in ALL_FILES]
+    rng = random.Random(17)
+    pieces = list("{}()[];,*&=+-/%^|!~<>:?.\\ \n0123456789xr") + [
+        "(*", "*)", "/\\", "\\/", "exists", "P0", "P1", "int", "READ_ONCE", "if", "else", "0:r0", "u32 *", "//"]
+    for _ in range(1000):
+        s = rng.choice(texts)
+        i = rng.randrange(len(s))
+        j = min(len(s), i + rng.randrange(1, 12))
+        s = rng.choice((s[:i], s[:i] + s[j:], s[:i] + rng.choice(pieces) + s[i:], s[:i] + rng.choice(pieces) + s[j:]))
+        try:
+            parse(s, "f.litmus")
+        except LitmusError as e:
+            assert "\n" not in str(e) and str(e).startswith("f.litmus:")

@@ -78,6 +78,7 @@ _BINARY_LEVELS: tuple[tuple[str, ...], ...] = (
     ("||",), ("&&",), ("|",), ("^",), ("&",), ("==", "!="), ("<", "<=", ">", ">="),
     ("<<", ">>"), ("+", "-"), ("*", "/", "%"),
 )
+_PRECEDENCE = {op: level for level, ops in enumerate(_BINARY_LEVELS) for op in ops}
 
 
 def parse(text: str, filename: str = "<litmus>") -> LitmusTest:
@@ -113,7 +114,10 @@ class _Parser:
     # ---------------------------------------------------------------- tokens
 
     def peek(self, k: int = 0) -> Token:
-        return self.toks[min(self.pos + k, len(self.toks) - 1)]
+        try:
+            return self.toks[self.pos + k]
+        except IndexError:
+            return self.toks[-1]
 
     def next(self) -> Token:
         t = self.peek()
@@ -489,22 +493,21 @@ class _Parser:
     # ---------------------------------------------------------------- expressions
 
     def expr(self, allow_void: bool = False) -> Expr:
-        if self.at("?"):
-            raise self.unsupported("operator ?:", self.peek())
         e = self.binary(0, allow_void)
         if self.at("?"):
             raise self.unsupported("operator ?:", self.peek(), "write an if statement instead")
         return e
 
-    def binary(self, level: int, allow_void: bool = False) -> Expr:
-        if level == len(_BINARY_LEVELS):
-            return self.unary(allow_void)
-        left = self.binary(level + 1, allow_void)
-        while self.peek().kind == "op" and self.peek().text in _BINARY_LEVELS[level]:
-            op = self.next()
-            right = self.binary(level + 1)
-            left = self.combine(op, left, right)
-        return left
+    def binary(self, min_level: int, allow_void: bool = False) -> Expr:
+        """Precedence climbing over _BINARY_LEVELS; every level left-associative."""
+        left = self.unary(allow_void)
+        while True:
+            t = self.peek()
+            level = _PRECEDENCE.get(t.text, -1) if t.kind == "op" else -1
+            if level < min_level:
+                return left
+            self.next()
+            left = self.combine(t, left, self.binary(level + 1))
 
     def combine(self, op: Token, left: Expr, right: Expr) -> Expr:
         for side in (left, right):
