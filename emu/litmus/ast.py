@@ -234,8 +234,9 @@ class Xchg(Expr):
 @dataclass(frozen=True)
 class Cmpxchg(Expr):
     """cmpxchg/atomic_cmpxchg and variants: if *addr == old store new; return
-    the old value.  A failed cmpxchg is only a load, with no ordering from `order`
-    beyond what LKMM gives a failed RMW."""
+    the old value.  `order` is the ordering when it succeeds; a failed cmpxchg is
+    an unordered load (Documentation/atomic_t.txt), though smp_mb__after_atomic()
+    after it still orders (Documentation/litmus-tests/atomic/cmpxchg-fail-ordered-*)."""
 
     func: str
     addr: Expr

@@ -188,10 +188,10 @@ class _Parser:
     def header(self) -> tuple[str, int, int]:
         """`C NAME` on the first non-blank line: the name, and the offset and line where the rest starts."""
         offset = 0
-        for lineno, raw in enumerate(self.text.splitlines(keepends=True), 1):
+        for lineno, raw in enumerate(self.text.split("\n"), 1):  # lines as the lexer counts them
             words = raw.split()
             if not words:
-                offset += len(raw)
+                offset += len(raw) + 1
                 continue
             col = len(raw) - len(raw.lstrip()) + 1
             if words[0] in _ARCHS:
