@@ -286,7 +286,11 @@ def _history(args: argparse.Namespace, m: object) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:  # building the parser imports the commands' modules: Ctrl-C there is no traceback either
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("ksm-emu: interrupted\n")
+        return 130
     return run_main("ksm-emu", lambda: args.func(args))
 
 

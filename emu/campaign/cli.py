@@ -23,7 +23,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "hazard's static ones. Exit 0 when every job ran (violations are findings, not "
                     "failures), 1 if a job errored or a static and a dynamic verdict disagree.")
     c.add_argument("spec", nargs="?", metavar="SPEC", help="the campaign, JSON (see --example and the README)")
-    c.add_argument("--example", action="store_true", help="print a small SPEC (18 jobs, under a minute on 2 cores)")
+    c.add_argument("--example", action="store_true", help="print a small SPEC (10 jobs, about 15 s on 2 cores)")
     c.add_argument("--jobs", type=number, metavar="N",
                    help=f"local worker processes (default: the CPUs here, {os.cpu_count()})")
     c.add_argument("--scheduler", metavar="tcp://HOST:PORT",

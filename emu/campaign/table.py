@@ -20,6 +20,19 @@ def config_label(c: dict) -> str:
     return " ".join(parts)
 
 
+COMPLETE, INCOMPLETE = "clean (complete)", "no violation found (incomplete)"
+
+
+def _verdict(rec: dict) -> str:
+    """A record's verdict as the table shows it: "clean" only for a search
+    that covered the space; an incomplete one (pct, random, a limit, a run
+    job) found no violation, which says less."""
+    v = rec["verdict"]
+    if v != "clean":
+        return v
+    return COMPLETE if rec["job"]["kind"] == "explore" and rec["detail"].get("complete") is True else INCOMPLETE
+
+
 def rows(records: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -34,15 +47,18 @@ def rows(records: list[dict]) -> list[dict]:
                 statics[label] = analyse(config_of(recs[0]["job"]["config"])).verdict
             except Exception as e:  # a config the analysis cannot take: say so in the cell
                 statics[label] = f"n/a ({type(e).__name__})"
-        verdicts = Counter(r["verdict"] for r in recs)
+        verdicts = Counter(_verdict(r) for r in recs)
         kinds = set().union(*(r["kinds"] for r in recs))
         agree = "-"
         if kind == "explore" and scenario == "pagetable-reuse" and protocol == "keyhole":
             agree = "yes" if all(agrees(statics[label], set(r["kinds"])) for r in recs
                                  if r["verdict"] != "error") else "NO"
+        schedules = sum(r["detail"].get("schedules", 0) for r in recs if _verdict(r) == INCOMPLETE)
         out.append({"config": label, "kind": kind, "scenario": scenario, "protocol": protocol,
-                    "static": statics[label], "dynamic": ", ".join(f"{v} {n}/{len(recs)}"
-                                                                  for v, n in sorted(verdicts.items())),
+                    "static": statics[label],
+                    "dynamic": ", ".join((v if v != INCOMPLETE or kind != "explore" else
+                                          f"no violation found ({schedules} schedules, incomplete)") + f" {n}/{len(recs)}"
+                                         for v, n in sorted(verdicts.items())),
                     "kinds": ", ".join(sorted(kinds)) or "-", "agree": agree})
     return out
 

@@ -58,7 +58,8 @@ def check_row(label: str, cfg: Config, max_mem: int | None = None, cpu: int | No
         return row
     kinds = {f["kind"] for f in r.counterexample.findings} if r.counterexample else set()
     if r.counterexample is None:
-        row["dynamic"] = f"clean ({r.schedules_explored} schedules{', complete' if r.complete else ''})"
+        row["dynamic"] = (f"clean ({r.schedules_explored} schedules, complete)" if r.complete else
+                          f"no violation found ({r.schedules_explored} schedules, incomplete)")
     else:
         row["dynamic"] = ", ".join(sorted(SHORT.get(k, k) for k in kinds))
         row["replay"] = r.counterexample.schedule

@@ -37,7 +37,8 @@ from ..trace.ring import CLOCK_STEPS, EXPLORE_CAPACITY, RingLayout
 from . import timeline as tl
 from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
-from .strategies import Replay, make
+from .stop import Stop, Stopped, Watchdog, catching
+from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Replayed:
     findings: list[dict]
     timeline: list[dict]
     trace: dict | None = None
+    stopped: str | None = None  # a replay cut short from outside: "interrupted by SIGINT", "time limit"
 
 
 @dataclass
@@ -124,6 +126,13 @@ class Result:
     counterexamples: list[Counterexample] = field(default_factory=list)  # with keep_going: one per new kind
     checks: frozenset = frozenset()  # the emu.check checkers that ran on every execution
     trace: dict | None = None  # with trace=True: the first counterexample's, else the first schedule's
+    stopped: str | None = None  # why exploring ended early: "time limit", "schedule limit", "interrupted by SIGINT"
+    cut: int = 0  # executions cut short by the step limit (their ends unexplored)
+    preemption_bound: int | None = None  # dfs's bound: complete is then never claimed
+
+    @property
+    def interrupted(self) -> bool:
+        return (self.stopped or "").startswith("interrupted")
 
     @property
     def steps_per_s(self) -> float:
@@ -150,7 +159,7 @@ class Session:
 
     def __init__(self, scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int],
                  state: str | os.PathLike | None = None, overwrite: bool = False,
-                 checks: frozenset = frozenset()) -> None:
+                 checks: frozenset = frozenset(), stop: Stop | None = None) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         self.scenario, self.cfg, self.protocol, self.cpus = scenario, cfg, protocol, cpus
@@ -197,14 +206,18 @@ class Session:
         procs = [Proc(name, cpus[name], self.world.objects.task[i], fn)
                  for i, (name, fn) in enumerate(scenario.roles)]
         self.checks = frozenset(checks)
-        self.runner = Runner(self.world, procs, checks=self.checks)
+        self.runner = Runner(self.world, procs, checks=self.checks, stop=stop)
 
     def run(self, strategy: Strategy, record: bool = False) -> tuple[str | None, Env]:
         env = Env(self.world, copy.deepcopy(self.data), dict(self.cpus))
         self.world.trace = self._rings if record else None  # a recorded replay fills the trace rings
         self._rings.reset()  # the execution restores the rings' bytes before it makes its contexts
         try:
-            return self.runner.execute(strategy, env, policy=REPORT, record=record), env
+            try:
+                return self.runner.execute(strategy, env, policy=REPORT, record=record), env
+            except Stopped:  # the watchdog's exception, landed just as the execution ended
+                self.runner._abort_rest()
+                return self.runner.stop.reason or "time limit", env
         finally:
             self.world.trace = None
 
@@ -218,7 +231,10 @@ class Session:
     def findings(self, outcome: str | None, env: Env) -> list[dict]:
         out = self._violations()
         if outcome is not None:
-            out.append({"kind": outcome.split(":")[0], "detail": outcome})
+            f = {"kind": outcome.split(":")[0], "detail": outcome}
+            if outcome.startswith("exception") and self.runner.error:
+                f["traceback"] = self.runner.error  # the role's own frames: where it went wrong
+            out.append(f)
         if self.scenario.check is not None:
             problem = self.scenario.check(env)
             if problem:
@@ -285,38 +301,77 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
             cpus: Mapping[str, int] | None = None, minimize: bool = False, keep_going: bool = False,
             time_limit: float | None = None, state: str | os.PathLike | None = None,
             overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
-            checks: Iterable[str] = DEFAULT_CHECKS, trace: bool = False) -> Result:
+            checks: Iterable[str] = DEFAULT_CHECKS, trace: bool = False, stop: Stop | None = None) -> Result:
     """Run the scenario's interleavings under `strategy` (dpor, dfs, pct, random)
     until a violation (with `keep_going`, on: the first of each kind is kept),
-    the end of the space (`complete`), `schedules` executions or `time_limit`
-    seconds. A failing execution becomes a counterexample, replayed once to
-    record its timeline; with `state`, the machine file is kept, holding the
-    final state of the last replay (an existing one replaced only with
-    `overwrite`, and only if it is a ksm-emu state file no run holds).
-    `checks`: emu.check's checkers on every execution, lockdep and kcsan;
-    their findings fail an execution like a violation does. With `trace`,
-    `Result.trace` is the Chrome trace of the first counterexample or, with
-    none, of the first schedule, replayed (every counterexample has its own)."""
+    the end of the space, `schedules` executions (pct and random: 1000 unless
+    this or `time_limit` is given) or `time_limit` seconds, enforced inside
+    an execution too. `Result.complete` only when the space was exhausted:
+    dpor or unbounded dfs ran out of schedules, no execution hit the step
+    limit and nothing stopped it early. A failing execution becomes a
+    counterexample, replayed once to record its timeline; with `state`, the
+    machine file is kept, holding the final state of the last replay (an
+    existing one replaced only with `overwrite`, and only if it is a ksm-emu
+    state file no run holds). `checks`: emu.check's checkers on every
+    execution, lockdep and kcsan; their findings fail an execution like a
+    violation does. With `trace`, `Result.trace` is the Chrome trace of the
+    first counterexample or, with none, of the first schedule, replayed.
+
+    `stop`: the caller's way to end it early (`Stop.request`); the Result
+    says why in `stopped`. Without one, Ctrl-C (in the main thread) ends the
+    exploration cleanly and raises `Interrupted`, which holds the partial Result."""
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
     strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
-    session = Session(scenario, cfg, protocol, cpu_map, state, overwrite, frozenset(checks))
-    explored = blocked = steps = 0
+    if schedules is None and time_limit is None and strategy in SAMPLING:
+        schedules = ENDLESS_DEFAULT
+    caller = stop is not None
+    stop = stop or Stop()
+    t0 = time.perf_counter()
+    if time_limit is not None:
+        stop.deadline = t0 + time_limit if stop.deadline is None else min(stop.deadline, t0 + time_limit)
+    with catching(stop, ()) if caller else catching(stop):
+        r = _explore(scenario, cfg, protocol, strategy, preemption_bound, strat, schedules, cpu_map, minimize, keep_going,
+                     state, overwrite, progress, frozenset(checks), trace, stop, t0)
+    if r.interrupted and not caller:
+        raise Interrupted(r)
+    return r
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C ended `explore`: the exploration stopped cleanly; `.result` holds
+    what it found up to then."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.stopped)
+        self.result = result
+
+
+def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, bound: int | None, strat: Strategy,
+             schedules: int | None, cpu_map: dict[str, int], minimize: bool, keep_going: bool,
+             state: str | os.PathLike | None, overwrite: bool, progress: Callable[[int, int], None] | None,
+             checks: frozenset, trace: bool, stop: Stop, t0: float) -> Result:
+    explored = blocked = steps = cut = 0
     outcomes: Counter = Counter()
     found: list[tuple] = []  # (choices, findings), the first execution of each new kind
     first: tuple[int, ...] | None = None  # the first schedule run, for a trace without a violation
     kinds: set[str] = set()
-    t0 = time.perf_counter()
+    stopped = None
+    session = Session(scenario, cfg, protocol, cpu_map, state, overwrite, checks, stop)
+    watchdog = Watchdog(session.runner)
     try:
-        while strat.begin():
+        while not stop.due() and strat.begin():
             outcome, env = session.run(strat)
             n = len(session.runner.choices)
             steps += n
+            if stop.reason is not None and outcome == stop.reason:
+                break  # cut short from outside: neither a finding nor an explored schedule
             if outcome == "blocked":
                 blocked += 1
             else:
                 explored += 1
+                cut += outcome == "step limit"
                 first = first or tuple(session.runner.choices)
                 findings = session.findings(outcome, env)
                 if scenario.observe is not None:
@@ -331,22 +386,27 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
             if progress is not None:
                 progress(explored, steps)
             if schedules is not None and explored >= schedules:
+                stopped = "schedule limit"
                 break
-            if time_limit is not None and time.perf_counter() - t0 > time_limit:
-                break
+        stopped = stop.reason or stopped
         elapsed = time.perf_counter() - t0
-        finished = bool(getattr(strat, "finished", False))
-        complete = finished and (keep_going or not found)
-        cxs = [_counterexample(session, c, f, minimize) for c, f in found]
+        finished = bool(getattr(strat, "finished", False)) and stopped is None
+        complete = finished and exhaustive(strategy, bound) and not cut and (keep_going or not found)
+        # the counterexamples' replays run whatever stopped the search; a second
+        # signal during them ends them, and then their findings are the search's
+        stop.reason = stop.deadline = None
+        cxs = [_counterexample(session, c, f, minimize and stopped is None) for c, f in found]
         traced = cxs[0].trace if cxs else None
-        if trace and not cxs and first is not None:
+        if trace and not cxs and first is not None and stop.reason is None:
             session.run(Replay(list(first)), record=True)
             traced = session.trace(first)
+        stop.reason = stop.reason or stopped
     finally:
+        watchdog.close()
         session.close()
     return Result(scenario.name, protocol, cfg, strategy, not found, explored, complete, elapsed,
                   steps, blocked, cxs[0] if cxs else None, outcomes, cxs, session.checks,
-                  traced if trace else None)
+                  traced if trace else None, stopped, cut, bound)
 
 
 def _counterexample(session: Session, choices: tuple[int, ...], findings: list[dict],
@@ -361,7 +421,8 @@ def _counterexample(session: Session, choices: tuple[int, ...], findings: list[d
     preemptions = _preemptions(session, choices)
     # last, so that a kept state file holds this replay's final bytes and trace rings
     outcome, env = session.run(Replay(list(choices)), record=True)
-    findings = session.findings(outcome, env)
+    if session.runner.stop.reason is None or outcome != session.runner.stop.reason:
+        findings = session.findings(outcome, env)
     timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
     traced = session.trace(choices)
     return Counterexample(session.schedule(choices), findings, timeline, len(choices),
@@ -418,21 +479,31 @@ def _minimize(session: Session, choices: tuple[int, ...], kinds: set[str]) -> tu
 # -- replaying ----------------------------------------------------------------------------------
 def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int], choices: tuple[int, ...],
             state: str | os.PathLike | None = None, overwrite: bool = False,
-            checks: Iterable[str] = DEFAULT_CHECKS) -> Replayed:
-    session = Session(scenario, cfg, protocol, cpus, state, overwrite, frozenset(checks))
-    try:
-        outcome, env = session.run(Replay(list(choices)), record=True)
-        findings = session.findings(outcome, env)
-        timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
-        return Replayed(session.schedule(choices), findings, timeline, session.trace(choices))
-    finally:
-        session.close()
+            checks: Iterable[str] = DEFAULT_CHECKS, stop: Stop | None = None) -> Replayed:
+    caller = stop is not None
+    stop = stop or Stop()
+    with catching(stop, ()) if caller else catching(stop):
+        session = Session(scenario, cfg, protocol, cpus, state, overwrite, frozenset(checks), stop)
+        watchdog = Watchdog(session.runner)
+        try:
+            outcome, env = session.run(Replay(list(choices)), record=True)
+            stopped = stop.reason if outcome is not None and outcome == stop.reason else None
+            findings = session.findings(outcome, env) if stopped is None else []
+            timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
+            r = Replayed(session.schedule(choices), findings, timeline, session.trace(choices), stopped)
+        finally:
+            watchdog.close()
+            session.close()
+    if r.stopped and r.stopped.startswith("interrupted") and not caller:
+        raise KeyboardInterrupt(r.stopped)
+    return r
 
 
 def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
            state: str | os.PathLike | None = None, overwrite: bool = False,
-           checks: Iterable[str] = DEFAULT_CHECKS) -> Replayed:
-    """Re-run a replay string (of a built-in scenario, or of one in `scenarios`)."""
+           checks: Iterable[str] = DEFAULT_CHECKS, stop: Stop | None = None) -> Replayed:
+    """Re-run a replay string (of a built-in scenario, or of one in `scenarios`).
+    `stop` as for `explore`; a replay cut short says why in `Replayed.stopped`."""
     from . import scenarios as builtin
     from .schedule import decode
 
@@ -442,4 +513,4 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
         from .schedule import ScheduleError
 
         raise ScheduleError(f"unknown protocol {s.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite, checks)
+    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite, checks, stop)

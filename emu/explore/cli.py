@@ -18,12 +18,13 @@ from ..cliutil import (
     print_json,
     read_regular_file,
 )
-from ..kconfig import ARCHES, KERNELS, ConfigError, resolve
+from ..kconfig import KERNELS, ConfigError
 from ..machfile import MachineError
 from ..mm.protocol import PROTOCOLS
 from .dpor import Nondeterminism
 from .schedule import ScheduleError
-from .strategies import STRATEGIES
+from .stop import Stop, catching
+from .strategies import ENDLESS_DEFAULT, STRATEGIES
 
 
 def _cpu_arg(text: str) -> tuple[str, int]:
@@ -44,7 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "to the emulated kernel bytes is a scheduling point. Exit 0: no violation "
                                    "(complete: in no interleaving), 1: a violation (its timeline and replay "
                                    "string are printed), 2: a mistake in the input.")
-    add_config_args(e, arch_help="x86_64; with --all, every arch")
+    add_config_args(e, kernel_default=None, kernel_help="both with --all, else 2.6.33",
+                    arch_help="x86_64; with --all, every arch")
     g = e.add_argument_group("exploration")
     g.add_argument("--scenario", choices=list(SCENARIOS), metavar="NAME",
                    help=f"{', '.join(SCENARIOS)} (default stale-node, with --all pagetable-reuse; "
@@ -98,9 +100,6 @@ def _add_outputs(g: argparse._ActionsContainer, state: str, trace: str) -> None:
     g.add_argument("--checks", type=checks_arg, default=EXPLORE_CHECKS, metavar="LIST",
                    help="checkers on every execution: lockdep (the lock each plain access needs, lock "
                         "order), kcsan (data races by happens-before), or none (default: lockdep,kcsan)")
-
-
-ENDLESS_DEFAULT = 1000  # schedules of pct and random when no bound is given
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -211,48 +210,51 @@ def cmd_explore(args: argparse.Namespace) -> int:
     cpus = _cpus(args, scenario.role_names)
     if args.all:
         return _explore_all(args, cpus)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, kernel=args.kernel or KERNELS[-1])
     for role, cpu in cpus.items():
         if not 0 <= cpu < cfg.nr_cpus:
             raise UserError(f"--cpu {role}={cpu}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")
-    try:
-        r = explore(scenario, cfg, protocol=args.protocol, strategy=args.strategy, schedules=args.schedules,
-                    seed=args.seed or 0, depth=args.depth or 3, preemption_bound=args.preemption_bound, cpus=cpus,
-                    minimize=args.minimize, keep_going=args.keep_going, time_limit=args.time_limit,
-                    state=args.state, overwrite=args.overwrite, checks=args.checks,
-                    progress=_progress(sys.stderr.isatty() and not args.json), trace=args.trace is not None)
-    except MachineError as e:
-        raise UserError(str(e)) from None
-    _write_trace(args, r.trace)
-    if sys.stderr.isatty() and not args.json:
-        sys.stderr.write("\r\033[K")
-    if args.json:
-        print_json({**render.result_json(r), **_files(args)})
-    else:
-        print(render.result_text(r) + _files_text(args))
+    # SIGINT, SIGTERM and SIGHUP end the exploration at its next step: what it
+    # found so far is printed, its temporary files go, and the exit is 130
+    with catching(Stop()) as stop:
+        try:
+            r = explore(scenario, cfg, protocol=args.protocol, strategy=args.strategy, schedules=args.schedules,
+                        seed=args.seed or 0, depth=args.depth or 3, preemption_bound=args.preemption_bound,
+                        cpus=cpus, minimize=args.minimize, keep_going=args.keep_going, time_limit=args.time_limit,
+                        state=args.state, overwrite=args.overwrite, checks=args.checks,
+                        progress=_progress(sys.stderr.isatty() and not args.json), trace=args.trace is not None,
+                        stop=stop)
+        except MachineError as e:
+            raise UserError(str(e)) from None
+        if not r.interrupted:
+            _write_trace(args, r.trace)
+        if sys.stderr.isatty() and not args.json:
+            sys.stderr.write("\r\033[K")
+        if args.json:
+            print_json({**render.result_json(r), **_files(args)})
+        else:
+            print(render.result_text(r) + _files_text(args))
+    if r.interrupted:
+        return 130
     return 0 if r.holds else 1
 
 
 def _explore_all(args: argparse.Namespace, cpus: dict[str, int]) -> int:
-    from ..layout_cli import MATRIX_COMBOS
+    from ..hazard import DirectMapError, analyse
+    from ..layout_cli import combos
     from . import render
     from .agree import check_rows
 
     config_from_args(args, kernel=args.kernel or KERNELS[-1])  # a typo is an error, not n/a cells
-    rows: list = []
-    for kernel in [args.kernel] if args.kernel else list(KERNELS):
-        for label, en, dis, extra in MATRIX_COMBOS:
-            for arch in [args.arch] if args.arch else list(ARCHES):
-                kw = dict(extra)
-                for key in ("nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"):
-                    if getattr(args, key) is not None:
-                        kw[key] = getattr(args, key)
-                try:
-                    rows.append((label, resolve(arch, kernel, enable=[*en, *args.enable],
-                                                disable=[*dis, *args.disable], **kw)))
-                except ConfigError as e:
-                    if "does not fit" in str(e) or "NR_CPUS" in str(e):
-                        rows.append((label, f"{arch}|{kernel}|{e}"))
+    rows: list = []  # exactly `ksm-layout hazard --all`'s rows, with the same flags
+    for kernel, label, arch, cfg in combos(args):
+        try:
+            if isinstance(cfg, ConfigError):
+                raise cfg
+            analyse(cfg, args.max_mem)
+            rows.append((label, cfg))
+        except (ConfigError, DirectMapError) as e:
+            rows.append((label, f"{arch}|{kernel}|{e}"))
     alloc = cpus.get("allocator")
     if alloc is not None and all(isinstance(c, str) or alloc >= c.nr_cpus for _, c in rows):
         raise UserError(f"--cpu allocator={alloc}: no row of the matrix has that many CPUs")
@@ -279,15 +281,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     _check_overwrite(args)
     text = args.schedule if args.schedule.startswith("ksmx") else _schedule_from_file(args.schedule)
-    try:
-        r = replay(text, state=args.state, overwrite=args.overwrite, checks=args.checks)
-    except (ScheduleError, Nondeterminism, MachineError) as e:
-        raise UserError(str(e)) from None
-    _write_trace(args, r.trace)
-    if args.json:
-        print_json({**render.replayed_json(r), **_files(args)})
-    else:
-        print(render.replayed_text(r) + _files_text(args))
+    with catching(Stop()) as stop:
+        try:
+            r = replay(text, state=args.state, overwrite=args.overwrite, checks=args.checks, stop=stop)
+        except (ScheduleError, Nondeterminism, MachineError) as e:
+            raise UserError(str(e)) from None
+        if r.stopped is None:
+            _write_trace(args, r.trace)
+        if args.json:
+            print_json({**render.replayed_json(r), **_files(args)})
+        else:
+            print(render.replayed_text(r) + _files_text(args))
+    if r.stopped is not None:
+        return 130
     return 1 if r.findings else 0
 
 

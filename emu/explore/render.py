@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..check.lockdep import FINDING_NAMES as LOCKDEP_KINDS
 from ..report import lockdep_line
 from .api import Replayed, Result
+from .strategies import SAMPLING
 from .timeline import render as render_timeline
 
 
@@ -39,11 +40,30 @@ def result_json(r: Result) -> dict:
     return {"config": r.config.as_dict(), "protocol": r.protocol, "scenario": r.scenario, "strategy": r.strategy,
             "checks": sorted(r.checks),
             "holds": r.holds, "schedules_explored": r.schedules_explored, "complete": r.complete,
+            "incomplete_because": None if r.complete else incomplete_because(r),
+            "stopped": r.stopped, "interrupted": r.interrupted, "step_limited": r.cut,
+            "preemption_bound": r.preemption_bound,
             "blocked": r.blocked, "elapsed_s": round(r.elapsed_s, 3), "steps": r.steps,
             "steps_per_s": round(r.steps_per_s), "violations": violations,
             "replay": cx.schedule if cx else None,
             "counterexample": {k: v for k, v in cx.as_dict().items() if k not in ("findings", "timeline")}
             if cx else None}
+
+
+def incomplete_because(r: Result) -> str:
+    """Why a Result is not complete, in a few words."""
+    if r.stopped is not None:
+        return {"time limit": "stopped at the time limit", "schedule limit": "stopped at the schedule limit"}.get(
+            r.stopped, r.stopped)
+    if r.cut:
+        return f"{_n(r.cut, 'execution')} hit the step limit; their ends are unexplored"
+    if r.strategy in SAMPLING:
+        return f"{r.strategy} samples schedules; it never covers the space"
+    if r.preemption_bound is not None:
+        return f"a preemption-bounded search (at most {r.preemption_bound})"
+    if not r.holds:
+        return "stopped at the first violation"
+    return "stopped early"
 
 
 def result_text(r: Result) -> str:
@@ -54,12 +74,16 @@ def result_text(r: Result) -> str:
              f"({r.steps_per_s:,.0f} steps/s)")
     cx = r.counterexample
     if cx is None:
+        within = (f" within {_n(r.preemption_bound, 'preemption')}"
+                  if r.preemption_bound is not None and r.stopped is None else "")
         space = ("complete: no interleaving of this scenario left unexplored, up to equivalence"
-                 if r.complete else "not complete: stopped at the schedule or time limit")
-        return "\n".join([head, f"no violation in {stats}", space])
+                 if r.complete else f"not complete: {incomplete_because(r)}")
+        return "\n".join([head, f"no violation{within} in {stats}", space])
     lines = [head, f"VIOLATION after {stats}" + (f"; {'complete' if r.complete else 'not complete'}, "
                                                   f"{_n(len(r.counterexamples), 'kind')} of failing execution"
                                                   if len(r.counterexamples) > 1 else "")]
+    if r.stopped is not None:
+        lines.append(f"{incomplete_because(r)}: {_n(len(r.counterexamples), 'counterexample')} found so far")
     for i, c in enumerate(r.counterexamples):
         lines += ["  " + finding_line(f) for f in c.findings]
         minimized = (f", minimized from {c.minimized_from['steps']} steps and "
@@ -74,12 +98,15 @@ def result_text(r: Result) -> str:
 
 
 def replayed_json(r: Replayed) -> dict:
-    return {"schedule": r.schedule, "holds": not r.findings, "violations": r.findings, "timeline": r.timeline}
+    return {"schedule": r.schedule, "holds": not r.findings if r.stopped is None else None,
+            "stopped": r.stopped, "violations": r.findings, "timeline": r.timeline}
 
 
 def replayed_text(r: Replayed) -> str:
     lines = [render_timeline(r.timeline), ""]
-    if r.findings:
+    if r.stopped is not None:
+        lines.append(f"replay {r.stopped} after {_n(len(r.timeline), 'step')}: no verdict")
+    elif r.findings:
         lines.append("VIOLATION:")
         lines += ["  " + finding_line(f) for f in r.findings]
     else:
@@ -88,8 +115,10 @@ def replayed_text(r: Replayed) -> str:
 
 
 def agreement_text(rows: list[dict]) -> str:
-    lines = [f"{'kernel':7} {'options':32} {'arch':8} {'static (ksm-layout hazard)':27} {'dynamic (explore)':40} agree"]
+    head = {"kernel": "kernel", "options": "options", "arch": "arch", "static": "static (ksm-layout hazard)",
+            "dynamic": "dynamic (explore)"}
+    width = {k: max(len(h), *(len(str(r[k])) for r in rows)) for k, h in head.items()}
+    lines = [" ".join(f"{h:{width[k]}}" for k, h in head.items()) + " agree"]
     for r in rows:
-        lines.append(f"{r['kernel']:7} {r['options']:32} {r['arch']:8} {r['static']:27} {r['dynamic'][:40]:40} "
-                     f"{r['agree']}")
+        lines.append(" ".join(f"{str(r[k]):{width[k]}}" for k in head) + f" {r['agree']}")
     return "\n".join(lines)

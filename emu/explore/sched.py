@@ -18,9 +18,6 @@ until the bytes say it may proceed.
 
 from __future__ import annotations
 
-import ctypes
-import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ from greenlet import getcurrent, greenlet
 
 from ..check.kcsan import RaceDetector
 from ..mm.context import kernel_function
+from .stop import Stop, Stopped
 
 START = ("start", 0, 0, False)
 
@@ -195,66 +193,6 @@ class Strategy:
 
     def end(self, steps: int) -> None:
         pass
-
-
-class Stop:
-    """Why exploring must stop now, set from outside an execution: a signal
-    handler or the time limit. The runner looks at `reason` at every
-    scheduling point; a step that reaches none (a role looping without kernel
-    accesses) is interrupted by `Watchdog`."""
-
-    __slots__ = ("reason", "deadline")
-
-    def __init__(self, deadline: float | None = None) -> None:
-        self.reason: str | None = None
-        self.deadline = deadline  # time.perf_counter() value, or None
-
-    def request(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-
-    def due(self) -> bool:
-        """True once a stop is requested or the deadline has passed."""
-        if self.reason is None and self.deadline is not None and time.perf_counter() >= self.deadline:
-            self.reason = "time limit"
-        return self.reason is not None
-
-
-class Stopped(BaseException):
-    """Raised into the exploring thread by `Watchdog` when a step runs on past
-    a requested stop without reaching a scheduling point."""
-
-
-class Watchdog:
-    """Stops a step that runs on past a requested stop (or the deadline)
-    without reaching a scheduling point: a role looping without kernel
-    accesses. After `grace` seconds it raises `Stopped` in the exploring
-    thread, in whatever frame runs there."""
-
-    def __init__(self, runner: Runner, grace: float = 1.0) -> None:
-        self.runner, self.grace = runner, grace
-        self.tid = threading.get_ident()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="ksm-explore-watchdog", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        since = None
-        while not self._done.wait(0.1):
-            r = self.runner
-            if r.executing and r.stop.due():
-                now = time.monotonic()
-                if since is None:
-                    since = now
-                elif now - since >= self.grace:
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), ctypes.py_object(Stopped))
-                    since = None
-            else:
-                since = None
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 class Runner:

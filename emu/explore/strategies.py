@@ -10,6 +10,14 @@ from .dpor import Dpor, Nondeterminism
 from .sched import Strategy
 
 STRATEGIES = ("dpor", "dfs", "pct", "random")
+SAMPLING = ("pct", "random")  # they draw schedules and never run out
+ENDLESS_DEFAULT = 1000  # schedules of pct and random when neither a count nor a time limit is given
+
+
+def exhaustive(name: str, bound: int | None = None) -> bool:
+    """Whether running out of schedules means every interleaving was covered
+    (up to equivalence): dpor, and dfs without a preemption bound."""
+    return name == "dpor" or (name == "dfs" and bound is None)
 
 
 class Dfs(Strategy):
