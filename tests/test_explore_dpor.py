@@ -6,6 +6,7 @@ differential check on generated programs with locks, trylocks, spinning,
 failed cas, mixed sizes and branches (tests/support/progs.py), and the
 smallest failing programs met on the way, kept by name."""
 
+import dataclasses
 import itertools
 import os
 import random
@@ -190,6 +191,32 @@ def test_dpor_equals_dfs_on_generated_programs(chunk):
         shown = "\n\n".join(v.report(seed) for seed, v in failed[:3])
         pytest.fail(f"{shown}\n\nDPOR differs from dfs on {len(failed)} of {want} programs, seeds "
                     f"{[seed for seed, _ in failed]}; each again: python tests/support/progs.py [--shrink] SEED",
+                    pytrace=False)
+
+
+TSO_PROGRAMS = int(os.environ.get("KSM_EMU_DPOR_TSO_PROGRAMS", "120"))
+
+
+@pytest.mark.parametrize("chunk", range(2))
+def test_dpor_equals_dfs_under_tso(chunk):
+    """The same comparison with x86-TSO's store buffers (emu.explore.tso): every
+    flush a scheduling choice of its own, forwarded loads, draining RMWs."""
+    want, failed, skipped, done = TSO_PROGRAMS // 2, [], [], 0
+    for seed in itertools.count(10_000 + chunk, 2):
+        if done >= want:
+            break
+        prog = dataclasses.replace(progs.random_prog(random.Random(seed)), model="tso")
+        try:
+            v = progs.compare(prog, DFS_CAP)
+        except progs.TooBig:
+            skipped.append(seed)
+            continue
+        done += 1
+        if not v.ok:
+            failed.append((seed, v))
+    assert len(skipped) <= want // 2, f"seeds {skipped}: too big for brute force under tso"
+    if failed:
+        pytest.fail("\n\n".join(v.report(seed) for seed, v in failed[:3]) + f"\n\nseeds {[s for s, _ in failed]}",
                     pytrace=False)
 
 

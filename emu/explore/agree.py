@@ -40,7 +40,7 @@ SHORT = {"stable_node's key in the mapping of a page it does not own": "key forg
 
 
 def check_row(label: str, cfg: Config, max_mem: int | None = None, cpu: int | None = None,
-              schedules: int | None = None) -> dict:
+              schedules: int | None = None, memory_model: str = "sc") -> dict:
     """One row: both verdicts, and whether they agree."""
     v = analyse(cfg, max_mem)
     alloc = cpu if cpu is not None else allocator_cpu(cfg, max_mem)
@@ -52,7 +52,7 @@ def check_row(label: str, cfg: Config, max_mem: int | None = None, cpu: int | No
     try:
         # the verdicts compared are the keyhole's; lockdep and kcsan have their own tests
         r = explore(SCENARIOS["pagetable-reuse"], cfg, protocol="keyhole", cpus={"allocator": alloc},
-                    schedules=schedules, checks=())
+                    schedules=schedules, checks=(), memory_model=memory_model)
     except MachineError as e:  # the address map leaves no room for the machine
         row.update(dynamic=f"n/a: {e}", agree="n/a")
         return row
@@ -79,7 +79,8 @@ def agrees(static: str, kinds: set[str]) -> bool:
 
 
 def check_rows(rows: list[tuple[str, Config | str]], max_mem: int | None = None, cpu: int | None = None,
-               schedules: int | None = None, progress: Callable[[int, int], None] | None = None) -> list[dict]:
+               schedules: int | None = None, progress: Callable[[int, int], None] | None = None,
+               memory_model: str = "sc") -> list[dict]:
     """rows: (options label, config, or the reason it does not apply)."""
     out = []
     for i, (label, cfg) in enumerate(rows):
@@ -88,7 +89,7 @@ def check_rows(rows: list[tuple[str, Config | str]], max_mem: int | None = None,
             out.append({"kernel": kernel, "options": label, "arch": arch, "static": "n/a",
                         "dynamic": f"n/a: {why}", "agree": "n/a"})
         else:
-            out.append(check_row(label, cfg, max_mem, cpu, schedules))
+            out.append(check_row(label, cfg, max_mem, cpu, schedules, memory_model))
         if progress is not None:
             progress(i + 1, len(rows))
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -39,6 +40,7 @@ from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
 from .stop import Stop, Stopped, Watchdog, catching
 from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
+from .tso import MODELS
 
 
 @dataclass
@@ -92,8 +94,8 @@ class Counterexample:
 
     def replay(self) -> Replayed:
         """Run the schedule again; the same timeline and findings every time."""
-        scenario, cfg, protocol, cpus, choices, checks = self._session_args
-        return _replay(scenario, cfg, protocol, cpus, choices, checks=checks)
+        scenario, cfg, protocol, cpus, choices, checks, model = self._session_args
+        return _replay(scenario, cfg, protocol, cpus, choices, checks=checks, model=model)
 
     def as_dict(self) -> dict:
         return {"schedule": self.schedule, "steps": self.steps, "preemptions": self.preemptions,
@@ -129,6 +131,7 @@ class Result:
     stopped: str | None = None  # why exploring ended early: "time limit", "schedule limit", "interrupted by SIGINT"
     cut: int = 0  # executions cut short by the step limit (their ends unexplored)
     preemption_bound: int | None = None  # dfs's bound: complete is then never claimed
+    memory_model: str = "sc"
 
     @property
     def interrupted(self) -> bool:
@@ -159,14 +162,17 @@ class Session:
 
     def __init__(self, scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int],
                  state: str | os.PathLike | None = None, overwrite: bool = False,
-                 checks: frozenset = frozenset(), stop: Stop | None = None) -> None:
+                 checks: frozenset = frozenset(), stop: Stop | None = None, model: str = "sc") -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        if model not in MODELS:
+            raise ValueError(f"unknown memory model {model!r}; choose from {', '.join(MODELS)}")
         self.scenario, self.cfg, self.protocol, self.cpus = scenario, cfg, protocol, cpus
+        self.model = model
         self._tmp = self._claimed = None
         fd = None
         if state is None:  # a temporary file of ours, gone with the session
-            self._tmp = tempfile.TemporaryDirectory(prefix="ksm-explore-",
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"ksm-explore-{os.getpid()}-",
                                                     dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
             state = Path(self._tmp.name) / "explore.state"
         else:  # the user's: created as run creates it (new, private, locked), never over a file
@@ -206,7 +212,7 @@ class Session:
         procs = [Proc(name, cpus[name], self.world.objects.task[i], fn)
                  for i, (name, fn) in enumerate(scenario.roles)]
         self.checks = frozenset(checks)
-        self.runner = Runner(self.world, procs, checks=self.checks, stop=stop)
+        self.runner = Runner(self.world, procs, checks=self.checks, stop=stop, model=model)
 
     def run(self, strategy: Strategy, record: bool = False) -> tuple[str | None, Env]:
         env = Env(self.world, copy.deepcopy(self.data), dict(self.cpus))
@@ -269,7 +275,7 @@ class Session:
         return out
 
     def schedule(self, choices: Iterable[int]) -> str:
-        return Schedule(self.scenario.name, self.protocol, self.cfg, self.cpus, tuple(choices)).encode()
+        return Schedule(self.scenario.name, self.protocol, self.cfg, self.cpus, tuple(choices), self.model).encode()
 
     def close(self) -> None:
         self.world.close()
@@ -301,7 +307,8 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
             cpus: Mapping[str, int] | None = None, minimize: bool = False, keep_going: bool = False,
             time_limit: float | None = None, state: str | os.PathLike | None = None,
             overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
-            checks: Iterable[str] = DEFAULT_CHECKS, trace: bool = False, stop: Stop | None = None) -> Result:
+            checks: Iterable[str] = DEFAULT_CHECKS, trace: bool = False, stop: Stop | None = None,
+            memory_model: str = "sc") -> Result:
     """Run the scenario's interleavings under `strategy` (dpor, dfs, pct, random)
     until a violation (with `keep_going`, on: the first of each kind is kept),
     the end of the space, `schedules` executions (pct and random: 1000 unless
@@ -317,12 +324,18 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     violation does. With `trace`, `Result.trace` is the Chrome trace of the
     first counterexample or, with none, of the first schedule, replayed.
 
+    `memory_model`: "sc" (one interleaving of every access) or "tso" (x86's
+    store buffers: a CPU's stores reach memory later, as scheduling choices of
+    their own; emu.explore.tso).
+
     `stop`: the caller's way to end it early (`Stop.request`); the Result
     says why in `stopped`. Without one, Ctrl-C (in the main thread) ends the
     exploration cleanly and raises `Interrupted`, which holds the partial Result."""
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
+    if memory_model == "tso":
+        nprocs *= 2  # and a store buffer per CPU
     strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
     if schedules is None and time_limit is None and strategy in SAMPLING:
         schedules = ENDLESS_DEFAULT
@@ -331,9 +344,9 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     t0 = time.perf_counter()
     if time_limit is not None:
         stop.deadline = t0 + time_limit if stop.deadline is None else min(stop.deadline, t0 + time_limit)
-    with catching(stop, ()) if caller else catching(stop):
+    with catching(stop, ()) if caller else catching(stop, (signal.SIGINT,)):
         r = _explore(scenario, cfg, protocol, strategy, preemption_bound, strat, schedules, cpu_map, minimize, keep_going,
-                     state, overwrite, progress, frozenset(checks), trace, stop, t0)
+                     state, overwrite, progress, frozenset(checks), trace, stop, t0, memory_model)
     if r.interrupted and not caller:
         raise Interrupted(r)
     return r
@@ -351,14 +364,14 @@ class Interrupted(KeyboardInterrupt):
 def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, bound: int | None, strat: Strategy,
              schedules: int | None, cpu_map: dict[str, int], minimize: bool, keep_going: bool,
              state: str | os.PathLike | None, overwrite: bool, progress: Callable[[int, int], None] | None,
-             checks: frozenset, trace: bool, stop: Stop, t0: float) -> Result:
+             checks: frozenset, trace: bool, stop: Stop, t0: float, model: str = "sc") -> Result:
     explored = blocked = steps = cut = 0
     outcomes: Counter = Counter()
     found: list[tuple] = []  # (choices, findings), the first execution of each new kind
     first: tuple[int, ...] | None = None  # the first schedule run, for a trace without a violation
     kinds: set[str] = set()
     stopped = None
-    session = Session(scenario, cfg, protocol, cpu_map, state, overwrite, checks, stop)
+    session = Session(scenario, cfg, protocol, cpu_map, state, overwrite, checks, stop, model)
     watchdog = Watchdog(session.runner)
     try:
         while not stop.due() and strat.begin():
@@ -406,7 +419,7 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
         session.close()
     return Result(scenario.name, protocol, cfg, strategy, not found, explored, complete, elapsed,
                   steps, blocked, cxs[0] if cxs else None, outcomes, cxs, session.checks,
-                  traced if trace else None, stopped, cut, bound)
+                  traced if trace else None, stopped, cut, bound, model)
 
 
 def _counterexample(session: Session, choices: tuple[int, ...], findings: list[dict],
@@ -428,7 +441,7 @@ def _counterexample(session: Session, choices: tuple[int, ...], findings: list[d
     return Counterexample(session.schedule(choices), findings, timeline, len(choices),
                           preemptions, before, traced,
                           (session.scenario, session.cfg, session.protocol, session.cpus, choices,
-                           session.checks))
+                           session.checks, session.model))
 
 
 class _Logged(Replay):
@@ -479,11 +492,11 @@ def _minimize(session: Session, choices: tuple[int, ...], kinds: set[str]) -> tu
 # -- replaying ----------------------------------------------------------------------------------
 def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int], choices: tuple[int, ...],
             state: str | os.PathLike | None = None, overwrite: bool = False,
-            checks: Iterable[str] = DEFAULT_CHECKS, stop: Stop | None = None) -> Replayed:
+            checks: Iterable[str] = DEFAULT_CHECKS, stop: Stop | None = None, model: str = "sc") -> Replayed:
     caller = stop is not None
     stop = stop or Stop()
-    with catching(stop, ()) if caller else catching(stop):
-        session = Session(scenario, cfg, protocol, cpus, state, overwrite, frozenset(checks), stop)
+    with catching(stop, ()) if caller else catching(stop, (signal.SIGINT,)):
+        session = Session(scenario, cfg, protocol, cpus, state, overwrite, frozenset(checks), stop, model)
         watchdog = Watchdog(session.runner)
         try:
             outcome, env = session.run(Replay(list(choices)), record=True)
@@ -513,4 +526,4 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
         from .schedule import ScheduleError
 
         raise ScheduleError(f"unknown protocol {s.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite, checks, stop)
+    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite, checks, stop, s.model)

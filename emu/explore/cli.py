@@ -25,6 +25,7 @@ from .dpor import Nondeterminism
 from .schedule import ScheduleError
 from .stop import Stop, catching
 from .strategies import ENDLESS_DEFAULT, STRATEGIES
+from .tso import MODELS
 
 
 def _cpu_arg(text: str) -> tuple[str, int]:
@@ -56,6 +57,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--strategy", default="dpor", choices=STRATEGIES,
                    help="dpor (default: one schedule per equivalence class, complete), dfs (every "
                         "interleaving; --preemption-bound K), pct (--depth D, --seed S), random (--seed S)")
+    g.add_argument("--memory-model", default="sc", choices=MODELS,
+                   help="sc (default: one interleaving of every access) or tso (x86's store buffers: each "
+                        "CPU's stores reach memory later, flushes are scheduling choices of their own)")
     g.add_argument("--preemption-bound", type=number, metavar="K", help="dfs: at most K preemptions")
     g.add_argument("--depth", type=number, metavar="D", help="pct: the bug depth it aims at (default 3)")
     g.add_argument("--seed", type=number, metavar="S", help="pct, random: the random seed (default 0)")
@@ -223,7 +227,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
                         cpus=cpus, minimize=args.minimize, keep_going=args.keep_going, time_limit=args.time_limit,
                         state=args.state, overwrite=args.overwrite, checks=args.checks,
                         progress=_progress(sys.stderr.isatty() and not args.json), trace=args.trace is not None,
-                        stop=stop)
+                        stop=stop, memory_model=args.memory_model)
         except MachineError as e:
             raise UserError(str(e)) from None
         if not r.interrupted:
@@ -258,7 +262,7 @@ def _explore_all(args: argparse.Namespace, cpus: dict[str, int]) -> int:
     alloc = cpus.get("allocator")
     if alloc is not None and all(isinstance(c, str) or alloc >= c.nr_cpus for _, c in rows):
         raise UserError(f"--cpu allocator={alloc}: no row of the matrix has that many CPUs")
-    out = check_rows(rows, args.max_mem, cpus.get("allocator"),
+    out = check_rows(rows, args.max_mem, cpus.get("allocator"), memory_model=args.memory_model,
                      progress=(lambda i, n: sys.stderr.write(f"\r  {i}/{n} rows ")) if sys.stderr.isatty() and
                      not args.json else None)
     if sys.stderr.isatty() and not args.json:

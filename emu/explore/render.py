@@ -38,6 +38,7 @@ def result_json(r: Result) -> dict:
     violations = [{**f, "schedule": c.schedule, "timeline": c.timeline}
                   for c in r.counterexamples for f in c.findings]
     return {"config": r.config.as_dict(), "protocol": r.protocol, "scenario": r.scenario, "strategy": r.strategy,
+            "memory_model": r.memory_model,
             "checks": sorted(r.checks),
             "holds": r.holds, "schedules_explored": r.schedules_explored, "complete": r.complete,
             "incomplete_because": None if r.complete else incomplete_because(r),
@@ -69,7 +70,7 @@ def incomplete_because(r: Result) -> str:
 def result_text(r: Result) -> str:
     c = r.config
     head = (f"ksm-emu explore: {r.scenario}, protocol {r.protocol}, {c.arch.name} {c.kernel}, "
-            f"strategy {r.strategy}")
+            f"strategy {r.strategy}" + (f", memory model {r.memory_model}" if r.memory_model != "sc" else ""))
     stats = (f"{_n(r.schedules_explored, 'schedule')}, {r.steps} steps in {r.elapsed_s:.2f} s "
              f"({r.steps_per_s:,.0f} steps/s)")
     cx = r.counterexample

@@ -27,7 +27,9 @@ from greenlet import getcurrent, greenlet
 
 from ..check.kcsan import RaceDetector
 from ..mm.context import kernel_function
+from .access import GhostMem, SchedMem
 from .stop import Stop, Stopped
+from .tso import FENCED, MODELS, STORES, StoreBuffers, TsoMem
 
 START = ("start", 0, 0, False)
 
@@ -39,97 +41,6 @@ class Nondeterminism(RuntimeError):
 
 class Abort(BaseException):
     """Unwinds the greenlet of a CPU whose execution is being abandoned."""
-
-
-class SchedMem:
-    """A CPU's kernel accessor under the scheduler: each access is a scheduling point."""
-
-    __slots__ = ("_r", "_pt", "_p")
-
-    def __init__(self, real: object, runner: Runner, proc: int) -> None:
-        self._r, self._pt, self._p = real, runner.point, proc
-
-    def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
-        self._pt(self._p, "load", off, size, False)
-        return self._r.load(off, size, signed, **kw)
-
-    def load_once(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
-        self._pt(self._p, "load_once", off, size, False)
-        return self._r.load(off, size, signed, **kw)
-
-    def store(self, off: int, size: int, value: int, **kw: object) -> None:
-        self._pt(self._p, "store", off, size, True)
-        self._r.store(off, size, value, **kw)
-
-    def store_once(self, off: int, size: int, value: int, **kw: object) -> None:
-        self._pt(self._p, "store_once", off, size, True)
-        self._r.store(off, size, value, **kw)
-
-    def atomic_read(self, off: int) -> int:
-        self._pt(self._p, "atomic_read", off, 4, False)
-        return self._r.atomic_read(off)
-
-    def atomic_set(self, off: int, value: int) -> None:
-        self._pt(self._p, "atomic_set", off, 4, True)
-        self._r.atomic_set(off, value)
-
-    def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
-        self._pt(self._p, "store_release", off, size, True)
-        self._r.store(off, size, value, **kw)
-
-    def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
-        self._pt(self._p, "cas", off, size, True)
-        return self._r.cas(off, size, expected, desired, signed, **kw)
-
-    def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
-        self._pt(self._p, "xchg", off, size, True)
-        return self._r.xchg(off, size, value, signed, **kw)
-
-    def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
-        self._pt(self._p, "fetch_add", off, size, True)
-        return self._r.fetch_add(off, size, delta, signed, **kw)
-
-    def fetch_or(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
-        self._pt(self._p, "fetch_or", off, size, True)
-        return self._r.fetch_or(off, size, mask, signed, **kw)
-
-    def fetch_and(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
-        self._pt(self._p, "fetch_and", off, size, True)
-        return self._r.fetch_and(off, size, mask, signed, **kw)
-
-    def atomic_inc_not_zero(self, off: int) -> bool:
-        self._pt(self._p, "atomic_inc_not_zero", off, 4, True)
-        return self._r.atomic_inc_not_zero(off)
-
-
-class GhostMem:
-    """A CPU's ghost accessor: the emulator's shared state kernel decisions and
-    checks depend on. Part of the running step's footprint, never a point."""
-
-    __slots__ = ("_r", "_run")
-
-    def __init__(self, real: object, runner: Runner) -> None:
-        self._r, self._run = real, runner
-
-    def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
-        self._run.ghost(off, size, False)
-        return self._r.load(off, size, signed, **kw)
-
-    def store(self, off: int, size: int, value: int, **kw: object) -> None:
-        self._run.ghost(off, size, True)
-        self._r.store(off, size, value, **kw)
-
-    def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
-        self._run.ghost(off, size, True, rmw=True)
-        return self._r.cas(off, size, expected, desired, signed, **kw)
-
-    def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
-        self._run.ghost(off, size, True, rmw=True)
-        return self._r.xchg(off, size, value, signed, **kw)
-
-    def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
-        self._run.ghost(off, size, True, rmw=True)
-        return self._r.fetch_add(off, size, delta, signed, **kw)
 
 
 class VirtualClock:
@@ -213,7 +124,9 @@ class Runner:
     that DPOR reverses the step that took the CPU from under it."""
 
     def __init__(self, world: object, procs: list[Proc], max_steps: int = 200_000,
-                 checks: frozenset = frozenset(), stop: Stop | None = None) -> None:
+                 checks: frozenset = frozenset(), stop: Stop | None = None, model: str = "sc") -> None:
+        if model not in MODELS:
+            raise ValueError(f"unknown memory model {model!r}; choose from {', '.join(MODELS)}")
         self.world, self.procs, self.max_steps = world, procs, max_steps
         self.checks = checks
         self.stop = stop or Stop()
@@ -233,6 +146,10 @@ class Runner:
         self.cpu_vb = [-1 - c if cpus.count(c) > 1 else None for c in cpus]
         self.error: str | None = None  # the traceback of a role's exception
         self.executing = False
+        # under TSO, choice n + p flushes the oldest store of p's buffer
+        self.model = model
+        self.buffers = StoreBuffers(self, m.cfg.byte_order) if model == "tso" else None
+        self.nchoices = 2 * self.n if self.buffers else self.n
 
     # -- one execution --------------------------------------------------------------
     def execute(self, strategy: Strategy, env: object, policy: str = "report",
@@ -245,7 +162,9 @@ class Runner:
         m.mm[self._lo:m.size] = self._snap
         self.strategy = strategy
         strategy.runner = self
-        self.pending = [START] * self.n
+        self.pending = [START] * self.nchoices
+        if self.buffers:
+            self.buffers.reset()
         self.guard: list = [None] * self.n
         self.sleeping = [False] * self.n  # parked in a sleeping wait: its CPU is free
         self.finished = [False] * self.n
@@ -268,7 +187,7 @@ class Runner:
             fl = self.world.offsets["freelist"]
             self.kcsan = RaceDetector(self.n, self.world.machine.cfg.word_bytes, ((fl, fl + 8),))
         self.ctxs = [self.world.context(cpu=p.cpu, task=p.task, role=p.name, policy=policy,
-                                        mem=SchedMem(self.kmem, self, i), ghost=GhostMem(self.world.host_mem, self),
+                                        mem=(TsoMem if self.buffers else SchedMem)(self.kmem, self, i), ghost=GhostMem(self.world.host_mem, self),
                                         wait=self._wait, clock=self.clock, checks=self.checks)
                      for i, p in enumerate(self.procs)]
         self.glets = [greenlet(partial(self._body, i, self.ctxs[i], env), parent=self.main)
@@ -277,9 +196,12 @@ class Runner:
         try:
             nxt = self._choose(None)
             while nxt is not None:
-                self.glets[nxt].switch()
-                if self.ending:
-                    break
+                if nxt >= self.n:
+                    self._flush(nxt - self.n)
+                else:
+                    self.glets[nxt].switch()
+                    if self.ending:
+                        break
                 nxt = self._choose(None)
         except Stopped:  # the watchdog: a step ran on past a stop without a scheduling point
             self.outcome = self.stop.reason or "time limit"
@@ -338,6 +260,9 @@ class Runner:
         try:
             self._close(p)
             q = self._choose(p)
+            while q is not None and q >= self.n:  # a store buffer's flush: no CPU switch
+                self._flush(q - self.n)
+                q = self._choose(p)
         except Nondeterminism as e:  # the strategy's verdict on this execution: unwind it first
             self.fatal = e
             self._end()
@@ -380,7 +305,16 @@ class Runner:
         op, off, size, write = pend
         if self.kcsan is not None and op != "start":
             self.kcsan.access(p, op, off, size, write, len(self.choices) - 1)
-        fp = [(off, off + size, write)] if op != "start" else []
+        if op == "start":
+            fp = []
+        elif self.buffers is not None and op in STORES:  # into the store buffer, not memory
+            b = self.buffers.byte(p)
+            fp = [] if self.buffers.q[p] else [(b, b + 1, True)]  # into an empty one: its flushes may start
+        elif self.buffers is not None and op in FENCED:  # it found the buffer empty
+            b = self.buffers.byte(p)
+            fp = [(off, off + size, write), (b, b + 1, False)]
+        else:
+            fp = [(off, off + size, write)]
         vb = self.cpu_vb[p]
         if vb is not None:
             # under PREEMPT a task takes its CPU only from one at preempt_count 0,
@@ -391,6 +325,18 @@ class Runner:
         if self.recording is not None:
             self.recording.append(Step(len(self.choices) - 1, p, op, off, size,
                                        bytes(self.world.machine.mm[off:off + size]), function=kernel_function(2)))
+
+    def _flush(self, k: int) -> None:
+        """A step of CPU k's store buffer: its oldest store reaches memory."""
+        i = len(self.choices) - 1
+        off, size, _ = self.buffers.head(k)
+        mm = self.world.machine.mm
+        if self.recording is not None:
+            self.recording.append(Step(i, k, "flush", off, size, bytes(mm[off:off + size]), function="(store buffer)"))
+        fp = self.buffers.flush_one(k)
+        if self.recording is not None:
+            self.recording[-1].after = bytes(mm[off:off + size])
+        self.strategy.on_step(i, self.n + k, fp)
 
     def _close(self, p: int, ends: bool = False) -> None:
         vb = self.cpu_vb[p]
@@ -406,6 +352,8 @@ class Runner:
 
     def _choose(self, current: int | None) -> int | None:
         ready = [q for q in range(self.n) if not self.finished[q] and (self.guard[q] is None or self._wake(q))]
+        if self.buffers is not None:  # a fence waits for its CPU's buffer to drain
+            ready = [q for q in ready if not (self.buffers.q[q] and self.pending[q][0] in FENCED)]
         enabled = [q for q in ready if self._may_run(q)]
         if len(enabled) < len(ready):
             kept = {q for q in ready if q not in enabled}
@@ -416,6 +364,12 @@ class Runner:
             self.kept_off = kept
         elif self.kept_off:
             self.kept_off = set()
+        if self.buffers is not None:  # a non-empty store buffer may flush at any step
+            for k, queue in enumerate(self.buffers.q):
+                if queue:
+                    off, size, _ = queue[0]
+                    self.pending[self.n + k] = ("flush", off, size, True)
+                    enabled.append(self.n + k)
         if not enabled:
             if not all(self.finished):
                 self.outcome = "deadlock"
@@ -428,6 +382,8 @@ class Runner:
             self.outcome = self.outcome or "blocked"
             return None
         self.choices.append(q)
+        if q >= self.n:
+            return q
         c = self.cpu_of[q]
         self.took = self.owner.get(c) != q
         self.owner[c] = q

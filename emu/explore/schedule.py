@@ -1,12 +1,14 @@
 """A counterexample as one string: what to run and the CPU chosen at each step.
 
-    ksmx1:SCENARIO:PROTOCOL:CONFIG:CPUS:STEPS
+    ksmx1:SCENARIO:PROTOCOL:CONFIG:CPUS:STEPS          (sequential consistency)
+    ksmx2:SCENARIO:PROTOCOL:CONFIG:MODEL:CPUS:STEPS    (any memory model: sc, tso)
 
 CONFIG is the arch and kernel and what differs from their defaults, joined
 by "/" (+OPTION, -OPTION, nr=N, split=N, po=PAGE_OFFSET, mm=MEM_MAP); CPUS
 names every role's emulated CPU (ksmd=0,reclaim=1,allocator=3); STEPS is the
 run-length encoded choice per step, by the role's position in the scenario
-(0x12.2x3.1: role 0 for 12 steps, role 2 for 3, role 1 for 1). Only shell-safe
+(0x12.2x3.1: role 0 for 12 steps, role 2 for 3, role 1 for 1); under tso,
+N + i is a flush of role i's store buffer, N the number of roles. Only shell-safe
 characters, so it pastes as one argument.
 """
 
@@ -16,8 +18,10 @@ import re
 from dataclasses import dataclass
 
 from ..kconfig import ARCHES, USER_OPTIONS, Config, ConfigError, resolve
+from .tso import MODELS
 
 MAGIC = "ksmx1"
+MAGIC_MODEL = "ksmx2"  # with the memory model; sc strings keep the first form
 
 
 class ScheduleError(ValueError):
@@ -31,9 +35,12 @@ class Schedule:
     cfg: Config
     cpus: dict[str, int]
     choices: tuple[int, ...]
+    model: str = "sc"
 
     def encode(self) -> str:
-        return ":".join([MAGIC, self.scenario, self.protocol, encode_config(self.cfg),
+        head = [MAGIC] if self.model == "sc" else [MAGIC_MODEL]
+        model = [] if self.model == "sc" else [self.model]
+        return ":".join([*head, self.scenario, self.protocol, encode_config(self.cfg), *model,
                          ",".join(f"{r}={c}" for r, c in self.cpus.items()), encode_steps(self.choices)])
 
 
@@ -108,8 +115,15 @@ def decode_steps(text: str, nprocs: int) -> tuple[int, ...]:
 def decode(text: str, roles_of: dict[str, list[str]]) -> Schedule:
     """Parse a replay string; `roles_of` maps each known scenario to its roles."""
     parts = text.strip().split(":")
-    if len(parts) != 6 or parts[0] != MAGIC:
-        raise ScheduleError(f"not a ksm-emu replay string (want {MAGIC}:SCENARIO:PROTOCOL:CONFIG:CPUS:STEPS)")
+    if parts[0] == MAGIC_MODEL and len(parts) == 7:
+        model = parts.pop(4)
+        if model not in MODELS:
+            raise ScheduleError(f"unknown memory model {model!r}; known: {', '.join(MODELS)}")
+    elif parts[0] == MAGIC and len(parts) == 6:
+        model = "sc"
+    else:
+        raise ScheduleError(f"not a ksm-emu replay string (want {MAGIC}:SCENARIO:PROTOCOL:CONFIG:CPUS:STEPS "
+                            f"or {MAGIC_MODEL}:SCENARIO:PROTOCOL:CONFIG:MODEL:CPUS:STEPS)")
     _, scenario, protocol, config, cpus_text, steps = parts
     if scenario not in roles_of:
         raise ScheduleError(f"unknown scenario {scenario!r}; known: {', '.join(roles_of)}")
@@ -123,4 +137,5 @@ def decode(text: str, roles_of: dict[str, list[str]]) -> Schedule:
     if sorted(cpus) != sorted(roles):
         raise ScheduleError(f"the CPU assignment names {', '.join(cpus) or 'no role'}; scenario "
                             f"{scenario} has {', '.join(roles)}")
-    return Schedule(scenario, protocol, decode_config(config), cpus, decode_steps(steps, len(roles)))
+    nchoices = len(roles) * (2 if model == "tso" else 1)  # tso: a store buffer's flush per role too
+    return Schedule(scenario, protocol, decode_config(config), cpus, decode_steps(steps, nchoices), model)

@@ -83,7 +83,8 @@ def catching(stop: Stop, signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTE
     """While inside, these signals request `stop` ("interrupted by SIGINT")
     instead of raising in whatever frame runs: the execution in progress ends
     at its next scheduling point and the caller keeps what it found. Outside
-    the main thread (where Python delivers no signals) it does nothing."""
+    the main thread (where Python delivers no signals) it does nothing, and
+    a signal set to be ignored stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -91,7 +92,8 @@ def catching(stop: Stop, signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTE
     def request(signum: int, frame: object) -> None:
         stop.request(f"interrupted by {signal.Signals(signum).name}")
 
-    old = {s: signal.signal(s, request) for s in signums}
+    # a signal the process ignores (a pool worker's SIGINT) stays ignored
+    old = {s: signal.signal(s, request) for s in signums if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield stop
     finally:

@@ -19,7 +19,7 @@ def steps_as_dicts(session: object, steps: list, findings: list[dict]) -> list[d
     for s in steps:
         p = procs[s.proc]
         d = {"step": s.index, "cpu": p.cpu, "role": p.name, "function": s.function, "access": s.op}
-        if s.op != "start":
+        if s.size:  # not a CPU's start nor a barrier (smp_mb under tso), which touch no bytes
             d.update(address=f"{m.offset_to_addr(s.off):#x}", size=s.size, before=s.before.hex(" "),
                      after=s.after.hex(" "), what=describe(world, s.off, s.size))
         out.append(d)
@@ -57,6 +57,9 @@ def render(timeline: list[dict]) -> str:
         head = f"{d['step']:>5} {d['cpu']:>3} {d['role'][:10]:10} {d['function'][:38]:38} "
         if d["access"] == "start":
             lines.append(head + "(starts)")
+            continue
+        if "address" not in d:  # a barrier: smp_mb under tso (its store buffer has drained)
+            lines.append(head + d["access"])
             continue
         access = f"{d['access']} {d['size']}"
         change = d["before"] if d["before"] == d["after"] else f"{d['before']} -> {d['after']}"

@@ -10,6 +10,14 @@ what the kernel code does at that place:
   store_release            smp_store_release / arch_spin_unlock's releasing store
   cas, xchg, fetch_add, fetch_or, fetch_and, atomic_inc_not_zero
                            atomic read-modify-writes (cmpxchg, bit ops, ...)
+  smp_mb, smp_rmb, smp_wmb the kernel's barriers (Documentation/memory-barriers.txt)
+
+What each orders, as Documentation/atomic_t.txt says: the value-returning
+RMWs (cmpxchg, xchg, atomic_inc_not_zero, test_and_set_bit...) are full
+barriers; atomic_read/atomic_set and the non-returning bit ops are
+unordered; spin_lock is an acquire, spin_unlock a release. Under a
+controlled schedule with memory_model="tso" (emu.explore.tso) the stores
+wait in store buffers and the full barriers wait for them to drain.
 
 In a free run the accessor is `KernelAtomics`: the Cython atomics themselves
 (each access one hardware atomic in the emulated byte order), with the marked
@@ -32,3 +40,13 @@ class KernelAtomics(Atomics):
     load_once = Atomics.load
     store_once = Atomics.store
     store_release = Atomics.store  # every Atomics op is sequentially consistent
+
+    # ... so a barrier has nothing left to order in a free run
+    def smp_mb(self) -> None:
+        pass
+
+    def smp_rmb(self) -> None:
+        pass
+
+    def smp_wmb(self) -> None:
+        pass

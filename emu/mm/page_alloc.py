@@ -116,6 +116,10 @@ def free_hot_cold_page(mm: MM, pfn: int) -> None:
         # The kernel leaks a bad page; the emulator reports it and frees it
         # anyway, so the run goes on and shows what such a page does next.
         mm.truth.page_bad(pfn, bad)
+    # The page reaches another CPU only through zone->lock (free_pcppages_bulk's
+    # spin_lock, a locked instruction on x86): this CPU's stores to it, the
+    # mapping = NULL above, are in memory before anyone can allocate it.
+    mm.a.smp_mb()
     mm.truth.page_freed(pfn)
     mm.count("pages_freed")
     _push(mm, pfn)

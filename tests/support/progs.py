@@ -139,6 +139,7 @@ class Prog:
     locks: tuple = ()  # per lock: "tas" (cas + spin_wait + load_once) or "spin" (emu.mm.spinlock)
     config: str = "x86_64"
     cpus: tuple | None = None  # per role, its emulated CPU; None: one each
+    model: str = "sc"  # the memory model both explorations run under
 
     @property
     def names(self) -> list[str]:
@@ -151,7 +152,7 @@ class Prog:
         """The program as pseudo-code, then as Python (paste into a regression table)."""
         cpus = self.cpus or tuple(range(len(self.roles)))
         locks = ", ".join(f"L{i}: {k}" for i, k in enumerate(self.locks)) or "none"
-        out = [f"config {self.config}; locks {locks}"]
+        out = [f"config {self.config}; locks {locks}" + (f"; memory model {self.model}" if self.model != "sc" else "")]
         for i, ops in enumerate(self.roles):
             out.append(f"p{i} (CPU {cpus[i]}):")
             out.extend(_show(ops, self.locks, 1))
@@ -426,7 +427,7 @@ class TooBig(Exception):
 def brute_force(prog: Prog, cap: int | None = None) -> Explored:
     """Every interleaving, by Dfs(None) over a Session, each canonicalised to its trace."""
     sc, cfg = scenario(prog), config(prog)
-    session = Session(sc, cfg, "keyhole", _cpus(sc, cfg, prog.cpu_map()))
+    session = Session(sc, cfg, "keyhole", _cpus(sc, cfg, prog.cpu_map()), model=prog.model)
     st = Dfs(None)
     events: list = []
     st.on_step = lambda i, p, fp: events.append((p, tuple(fp)))
@@ -501,7 +502,7 @@ def by_dpor(prog: Prog, time_limit: float = 120.0) -> Explored:
     t0 = time.perf_counter()
     with _recording(out, sc) as rec:
         r = explore(rec, config(prog), strategy="dpor", cpus=prog.cpu_map(), checks=(), keep_going=True,
-                    time_limit=time_limit)
+                    time_limit=time_limit, memory_model=prog.model)
     out.elapsed = time.perf_counter() - t0
     out.complete = r.complete
     out.outcomes = set(r.outcomes)
@@ -855,17 +856,18 @@ def check_seed(seed: int, params: Params = PARAMS, cap: int | None = None) -> Ve
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python tests/support/progs.py [--shrink] SEED...: each seed's program and
+    """python tests/support/progs.py [--shrink] [--model tso] SEED...: each seed's program and
     verdict (with --shrink, the smallest failing variant too)."""
     import argparse
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--shrink", action="store_true")
+    ap.add_argument("--model", default="sc", help="the memory model: sc (default) or tso")
     ap.add_argument("seeds", type=int, nargs="+")
     args = ap.parse_args(argv)
     bad = 0
     for seed in args.seeds:
-        v = check_seed(seed)
+        v = compare(replace(random_prog(random.Random(seed)), model=args.model), 20000)
         print(v.report(seed) if not v.ok else f"seed {seed}: DPOR equals dfs\n{v.prog.show()}")
         if not v.ok:
             bad += 1

@@ -1,0 +1,111 @@
+"""The accessors a CPU's kernel code uses under a controlled schedule: every
+kernel access a scheduling point (`SchedMem`), every ghost access part of the
+running step's footprint (`GhostMem`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sched import Runner
+
+
+class SchedMem:
+    """A CPU's kernel accessor under the scheduler: each access is a scheduling point."""
+
+    __slots__ = ("_r", "_pt", "_p")
+
+    def __init__(self, real: object, runner: Runner, proc: int) -> None:
+        self._r, self._pt, self._p = real, runner.point, proc
+
+    def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "load", off, size, False)
+        return self._r.load(off, size, signed, **kw)
+
+    def load_once(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "load_once", off, size, False)
+        return self._r.load(off, size, signed, **kw)
+
+    def store(self, off: int, size: int, value: int, **kw: object) -> None:
+        self._pt(self._p, "store", off, size, True)
+        self._r.store(off, size, value, **kw)
+
+    def store_once(self, off: int, size: int, value: int, **kw: object) -> None:
+        self._pt(self._p, "store_once", off, size, True)
+        self._r.store(off, size, value, **kw)
+
+    def atomic_read(self, off: int) -> int:
+        self._pt(self._p, "atomic_read", off, 4, False)
+        return self._r.atomic_read(off)
+
+    def atomic_set(self, off: int, value: int) -> None:
+        self._pt(self._p, "atomic_set", off, 4, True)
+        self._r.atomic_set(off, value)
+
+    def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
+        self._pt(self._p, "store_release", off, size, True)
+        self._r.store(off, size, value, **kw)
+
+    def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "cas", off, size, True)
+        return self._r.cas(off, size, expected, desired, signed, **kw)
+
+    def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "xchg", off, size, True)
+        return self._r.xchg(off, size, value, signed, **kw)
+
+    def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "fetch_add", off, size, True)
+        return self._r.fetch_add(off, size, delta, signed, **kw)
+
+    def fetch_or(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "fetch_or", off, size, True)
+        return self._r.fetch_or(off, size, mask, signed, **kw)
+
+    def fetch_and(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "fetch_and", off, size, True)
+        return self._r.fetch_and(off, size, mask, signed, **kw)
+
+    def atomic_inc_not_zero(self, off: int) -> bool:
+        self._pt(self._p, "atomic_inc_not_zero", off, 4, True)
+        return self._r.atomic_inc_not_zero(off)
+
+    # barriers: nothing to do under sequential consistency (emu.explore.tso has what TSO does)
+    def smp_mb(self) -> None:
+        pass
+
+    def smp_rmb(self) -> None:
+        pass
+
+    def smp_wmb(self) -> None:
+        pass
+
+
+class GhostMem:
+    """A CPU's ghost accessor: the emulator's shared state kernel decisions and
+    checks depend on. Part of the running step's footprint, never a point."""
+
+    __slots__ = ("_r", "_run")
+
+    def __init__(self, real: object, runner: Runner) -> None:
+        self._r, self._run = real, runner
+
+    def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
+        self._run.ghost(off, size, False)
+        return self._r.load(off, size, signed, **kw)
+
+    def store(self, off: int, size: int, value: int, **kw: object) -> None:
+        self._run.ghost(off, size, True)
+        self._r.store(off, size, value, **kw)
+
+    def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
+        self._run.ghost(off, size, True, rmw=True)
+        return self._r.cas(off, size, expected, desired, signed, **kw)
+
+    def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
+        self._run.ghost(off, size, True, rmw=True)
+        return self._r.xchg(off, size, value, signed, **kw)
+
+    def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
+        self._run.ghost(off, size, True, rmw=True)
+        return self._r.fetch_add(off, size, delta, signed, **kw)

@@ -1,0 +1,146 @@
+"""Total store order under a controlled schedule: x86-TSO's store buffers
+(Owens, Sarkar, Sewell, TPHOLs 2009), per byte so that mixed sizes stay exact.
+
+Each CPU's stores go into its FIFO store buffer instead of memory; the CPU
+reads its own buffered bytes first (store forwarding, byte by byte: a load
+may take some bytes from its buffer and the rest from memory); a locked
+read-modify-write or smp_mb() waits until the buffer has drained. Flushing
+the oldest entry of a CPU's buffer is a scheduling choice of its own, so the
+strategies interleave flushes with every CPU's steps: the explorer sees store
+buffering (SB's r0 = r1 = 0) and nothing weaker.
+
+For DPOR a CPU's buffer is a virtual byte (`BUFFER_BASE - proc`) written
+only where the buffer turns empty or not (a store into an empty buffer, the
+flush that empties it) and read by fences: all that decides whether the
+flush or the fence may run. A store into a non-empty buffer and a flush of
+an older entry commute. (A forwarded load and the flush of what it forwards
+conflict through the memory bytes.) A fence waits for the flushes rather
+than doing them itself: a step that flushed on the fence's behalf would
+disable the buffer's own next flush, and DPOR only reverses races between
+steps that both ran."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .access import SchedMem
+
+if TYPE_CHECKING:
+    from .sched import Runner
+
+MODELS = ("sc", "tso")
+BUFFER_BASE = -(1 << 20)  # below the CPUs' virtual bytes (-1 - cpu), which are above -2**20
+STORES = frozenset(("store", "store_once", "store_release", "atomic_set"))
+# a CPU runs these only with its store buffer empty: x86's lock prefix, mfence
+FENCED = frozenset(("cas", "xchg", "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero", "smp_mb"))
+
+
+class StoreBuffers:
+    """Every CPU's FIFO of (off, size, value) not yet in memory."""
+
+    def __init__(self, runner: Runner, byte_order: str) -> None:
+        self.run, self.order = runner, byte_order
+        self.q: list[deque] = [deque() for _ in range(runner.n)]
+
+    def reset(self) -> None:
+        for q in self.q:
+            q.clear()
+
+    def byte(self, p: int) -> int:
+        return BUFFER_BASE - p
+
+    def head(self, p: int) -> tuple[int, int, int]:
+        return self.q[p][0]
+
+    def put(self, p: int, off: int, size: int, value: int) -> None:
+        self.q[p].append((off, size, value & ((1 << 8 * size) - 1)))
+
+    def flush_one(self, p: int) -> list:
+        """Write the oldest entry to memory: the flush step's footprint."""
+        off, size, value = self.q[p].popleft()
+        self.run.kmem.store(off, size, value)
+        if self.q[p]:
+            return [(off, off + size, True)]
+        b = self.byte(p)
+        return [(off, off + size, True), (b, b + 1, True)]  # emptied: its fence may go, its flushes stop
+
+    def load(self, p: int, off: int, size: int, signed: bool) -> int:
+        q = self.q[p]
+        hits = [(o, s, v) for o, s, v in q if o < off + size and off < o + s]
+        if not hits:
+            return self.run.kmem.load(off, size, signed)
+        raw = bytearray(self.run.world.machine.mm[off:off + size])
+        for o, s, v in hits:  # oldest first: the newest store to a byte wins
+            lo, hi = max(o, off), min(o + s, off + size)
+            raw[lo - off:hi - off] = v.to_bytes(s, self.order)[lo - o:hi - o]
+        return int.from_bytes(raw, self.order, signed=signed)
+
+
+class TsoMem(SchedMem):
+    """A CPU's kernel accessor under TSO: stores buffered, loads forwarded,
+    locked RMWs and smp_mb() drain first."""
+
+    __slots__ = ("_sb",)
+
+    def __init__(self, real: object, runner: Runner, proc: int) -> None:
+        super().__init__(real, runner, proc)
+        self._sb = runner.buffers
+
+    def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "load", off, size, False)
+        return self._sb.load(self._p, off, size, signed)
+
+    def load_once(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "load_once", off, size, False)
+        return self._sb.load(self._p, off, size, signed)
+
+    def atomic_read(self, off: int) -> int:
+        self._pt(self._p, "atomic_read", off, 4, False)
+        return self._sb.load(self._p, off, 4, True)
+
+    def store(self, off: int, size: int, value: int, **kw: object) -> None:
+        self._pt(self._p, "store", off, size, True)
+        self._sb.put(self._p, off, size, value)
+
+    def store_once(self, off: int, size: int, value: int, **kw: object) -> None:
+        self._pt(self._p, "store_once", off, size, True)
+        self._sb.put(self._p, off, size, value)
+
+    def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
+        self._pt(self._p, "store_release", off, size, True)  # TSO: every store is a release
+        self._sb.put(self._p, off, size, value)
+
+    def atomic_set(self, off: int, value: int) -> None:
+        self._pt(self._p, "atomic_set", off, 4, True)
+        self._sb.put(self._p, off, 4, value)
+
+    def _locked(self, op: str, off: int, size: int) -> None:
+        self._pt(self._p, op, off, size, True)  # runs once the buffer is empty (FENCED)
+
+    def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
+        self._locked("cas", off, size)
+        return self._r.cas(off, size, expected, desired, signed, **kw)
+
+    def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
+        self._locked("xchg", off, size)
+        return self._r.xchg(off, size, value, signed, **kw)
+
+    def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
+        self._locked("fetch_add", off, size)
+        return self._r.fetch_add(off, size, delta, signed, **kw)
+
+    def fetch_or(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
+        self._locked("fetch_or", off, size)
+        return self._r.fetch_or(off, size, mask, signed, **kw)
+
+    def fetch_and(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
+        self._locked("fetch_and", off, size)
+        return self._r.fetch_and(off, size, mask, signed, **kw)
+
+    def atomic_inc_not_zero(self, off: int) -> bool:
+        self._locked("atomic_inc_not_zero", off, 4)
+        return self._r.atomic_inc_not_zero(off)
+
+    def smp_mb(self) -> None:
+        self._pt(self._p, "smp_mb", 0, 0, False)
