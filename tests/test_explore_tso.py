@@ -124,7 +124,7 @@ def test_the_free_paths_barrier_is_needed_under_tso(monkeypatch):
     sc = SCENARIOS["pagetable-reuse"]
     assert explore(sc, memory_model="tso", checks=()).holds
     from emu.explore.tso import TsoMem
-    monkeypatch.setattr(TsoMem, "smp_mb", lambda self: None)
+    monkeypatch.setattr(TsoMem, "smp_mb", lambda self, site=None: None)
     r = explore(sc, memory_model="tso", checks=())
     assert not r.holds
     assert "stable_node freed while its page carries its key" in {f["kind"] for f in r.counterexample.findings}
@@ -141,3 +141,48 @@ def test_memory_model_flag_errors():
     bad = "ksmx2:stale-node:keyhole:x86_64/2.6.33:pso:ksmd=0,reclaim=1,allocator=2:0x3"
     r = subprocess.run([*EMU, "replay", bad], capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "unknown memory model 'pso'" in r.stderr and r.stderr.count("\n") == 1
+
+
+# -- which barriers the keyhole needs (explore --barriers) ----------------------------------------
+def test_a_dropped_barrier_is_found_and_its_replay_string_replays():
+    r = explore(SCENARIOS["pagetable-reuse"], memory_model="tso", drop_barriers=("zone_lock",), checks=())
+    cx = r.counterexample
+    assert not r.holds and r.memory_model == "tso/-zone_lock"
+    assert ":tso/-zone_lock:" in cx.schedule
+    again = replay(cx.schedule, checks=())
+    assert [f["kind"] for f in again.findings] == [f["kind"] for f in cx.findings]
+    # the same schedule without the drop is another program: replay says so, it does not pass it
+    with pytest.raises(Exception, match="not enabled|not this scenario"):
+        replay(cx.schedule.replace(":tso/-zone_lock:", ":tso:"), checks=())
+
+
+def test_barrier_table_says_needed_only_with_a_counterexample():
+    from emu.explore import barriers
+
+    rows = barriers.table(resolve(), ("pagetable-reuse",), time_limit=120)
+    by = {r["barrier"]: r for r in rows}
+    assert by["zone_lock"]["tso"].startswith("NEEDED") and by["zone_lock"]["replay"].startswith("ksmx2:")
+    for name in ("get_page_unless_zero", "page_freeze_refs"):  # x86 keeps what these order here
+        assert by[name]["tso"].startswith("not needed (complete"), by[name]
+    assert all(r["sc"].startswith("not needed") for r in rows)
+    r = subprocess.run([*EMU, "explore", "--barriers", "--scenario", "pagetable-reuse", "--json"],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0
+    assert {x["barrier"]: x["tso"][:6] for x in json.loads(r.stdout)["rows"]} == \
+        {x["barrier"]: x["tso"][:6] for x in rows}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--drop-barrier", "zone_lock"], "--drop-barrier goes with --memory-model tso"),
+    (["--memory-model", "tso", "--drop-barrier", "zone"], "invalid choice: 'zone'"),
+    (["--barriers", "--memory-model", "tso"], "--barriers makes its own table"),
+])
+def test_barrier_flag_errors(argv, message):
+    r = subprocess.run([*EMU, "explore", *argv], capture_output=True, text=True, env=ENV, timeout=60)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_replay_string_with_an_unknown_barrier_is_refused():
+    bad = "ksmx2:stale-node:keyhole:x86_64/2.6.33:tso/-zone:ksmd=0,reclaim=1,allocator=2:0x3"
+    r = subprocess.run([*EMU, "replay", bad], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "unknown barrier '-zone'" in r.stderr and r.stderr.count("\n") == 1

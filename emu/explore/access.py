@@ -71,7 +71,7 @@ class SchedMem:
         return self._r.atomic_inc_not_zero(off)
 
     # barriers: nothing to do under sequential consistency (emu.explore.tso has what TSO does)
-    def smp_mb(self) -> None:
+    def smp_mb(self, site: str | None = None) -> None:
         pass
 
     def smp_rmb(self) -> None:

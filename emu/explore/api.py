@@ -40,7 +40,7 @@ from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
 from .stop import Stop, Stopped, Watchdog, catching
 from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
-from .tso import MODELS
+from .tso import model_name, parse_model
 
 
 @dataclass
@@ -165,8 +165,7 @@ class Session:
                  checks: frozenset = frozenset(), stop: Stop | None = None, model: str = "sc") -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-        if model not in MODELS:
-            raise ValueError(f"unknown memory model {model!r}; choose from {', '.join(MODELS)}")
+        parse_model(model)  # ValueError for an unknown model or barrier
         self.scenario, self.cfg, self.protocol, self.cpus = scenario, cfg, protocol, cpus
         self.model = model
         self._tmp = self._claimed = None
@@ -308,7 +307,7 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
             time_limit: float | None = None, state: str | os.PathLike | None = None,
             overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
             checks: Iterable[str] = DEFAULT_CHECKS, trace: bool = False, stop: Stop | None = None,
-            memory_model: str = "sc") -> Result:
+            memory_model: str = "sc", drop_barriers: Iterable[str] = ()) -> Result:
     """Run the scenario's interleavings under `strategy` (dpor, dfs, pct, random)
     until a violation (with `keep_going`, on: the first of each kind is kept),
     the end of the space, `schedules` executions (pct and random: 1000 unless
@@ -326,7 +325,8 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
 
     `memory_model`: "sc" (one interleaving of every access) or "tso" (x86's
     store buffers: a CPU's stores reach memory later, as scheduling choices of
-    their own; emu.explore.tso).
+    their own; emu.explore.tso). `drop_barriers` (tso only): names of
+    emu.explore.tso.BARRIERS, each site then run without its barrier.
 
     `stop`: the caller's way to end it early (`Stop.request`); the Result
     says why in `stopped`. Without one, Ctrl-C (in the main thread) ends the
@@ -334,7 +334,8 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
-    if memory_model == "tso":
+    memory_model = model_name(*parse_model(model_name(memory_model, frozenset(drop_barriers))))
+    if memory_model.startswith("tso"):
         nprocs *= 2  # and a store buffer per CPU
     strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
     if schedules is None and time_limit is None and strategy in SAMPLING:
@@ -342,11 +343,15 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     caller = stop is not None
     stop = stop or Stop()
     t0 = time.perf_counter()
+    deadline = stop.deadline  # the caller's, given back: our time limit is this call's only
     if time_limit is not None:
         stop.deadline = t0 + time_limit if stop.deadline is None else min(stop.deadline, t0 + time_limit)
     with catching(stop, ()) if caller else catching(stop, (signal.SIGINT,)):
-        r = _explore(scenario, cfg, protocol, strategy, preemption_bound, strat, schedules, cpu_map, minimize, keep_going,
-                     state, overwrite, progress, frozenset(checks), trace, stop, t0, memory_model)
+        try:
+            r = _explore(scenario, cfg, protocol, strategy, preemption_bound, strat, schedules, cpu_map, minimize,
+                         keep_going, state, overwrite, progress, frozenset(checks), trace, stop, t0, memory_model)
+        finally:
+            stop.deadline = deadline
     if r.interrupted and not caller:
         raise Interrupted(r)
     return r
@@ -413,7 +418,8 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
         if trace and not cxs and first is not None and stop.reason is None:
             session.run(Replay(list(first)), record=True)
             traced = session.trace(first)
-        stop.reason = stop.reason or stopped
+        if stopped not in (None, "time limit", "schedule limit"):
+            stop.reason = stop.reason or stopped  # a request from outside stays the caller's to see
     finally:
         watchdog.close()
         session.close()

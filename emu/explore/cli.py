@@ -25,7 +25,7 @@ from .dpor import Nondeterminism
 from .schedule import ScheduleError
 from .stop import Stop, catching
 from .strategies import ENDLESS_DEFAULT, STRATEGIES
-from .tso import MODELS
+from .tso import BARRIERS, MODELS
 
 
 def _cpu_arg(text: str) -> tuple[str, int]:
@@ -60,6 +60,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--memory-model", default="sc", choices=MODELS,
                    help="sc (default: one interleaving of every access) or tso (x86's store buffers: each "
                         "CPU's stores reach memory later, flushes are scheduling choices of their own)")
+    g.add_argument("--drop-barrier", action="append", default=[], choices=list(BARRIERS), metavar="NAME",
+                   help=f"with --memory-model tso: run that site without its barrier ({', '.join(BARRIERS)}); "
+                        "repeatable")
+    g.add_argument("--barriers", action="store_true",
+                   help="the table of which barriers the keyhole protocol needs: each dropped in turn, "
+                        "explored under tso over pagetable-reuse and stale-node (or --scenario's; "
+                        "--time-limit per cell, default 60 s); exit 0")
     g.add_argument("--preemption-bound", type=number, metavar="K", help="dfs: at most K preemptions")
     g.add_argument("--depth", type=number, metavar="D", help="pct: the bug depth it aims at (default 3)")
     g.add_argument("--seed", type=number, metavar="S", help="pct, random: the random seed (default 0)")
@@ -107,6 +114,7 @@ def _add_outputs(g: argparse._ActionsContainer, state: str, trace: str) -> None:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
+    args.table_scenarios = (args.scenario,) if args.scenario else None  # --barriers: the default pair
     if args.scenario is None:
         args.scenario = "pagetable-reuse" if args.all else "stale-node"
     elif args.all and args.scenario != "pagetable-reuse":
@@ -127,6 +135,12 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--time-limit {args.time_limit}: want a positive number of seconds")
     if args.max_mem is not None and (not args.all or args.max_mem < 1):
         raise UserError("--max-mem goes with --all and wants a positive number of bytes")
+    if args.drop_barrier and args.memory_model != "tso":
+        raise UserError("--drop-barrier goes with --memory-model tso (sc reorders nothing: no barrier to drop)")
+    if args.barriers and (args.all or args.drop_barrier or args.memory_model != "sc" or args.state or args.trace
+                          or args.keep_going or args.minimize or args.strategy != "dpor"):
+        raise UserError("--barriers makes its own table (dpor, tso, each barrier dropped in turn); "
+                        "it takes --time-limit, --protocol and the config flags only")
     if args.all and (args.state or args.minimize or args.keep_going or args.trace):
         raise UserError("--all runs --scenario pagetable-reuse over the hazard matrix; "
                         "it takes none of --state, --minimize, --keep-going, --trace")
@@ -212,6 +226,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     _check_flags(args)
     scenario = SCENARIOS[args.scenario]
     cpus = _cpus(args, scenario.role_names)
+    if args.barriers:
+        return _barriers(args)
     if args.all:
         return _explore_all(args, cpus)
     cfg = config_from_args(args, kernel=args.kernel or KERNELS[-1])
@@ -227,7 +243,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
                         cpus=cpus, minimize=args.minimize, keep_going=args.keep_going, time_limit=args.time_limit,
                         state=args.state, overwrite=args.overwrite, checks=args.checks,
                         progress=_progress(sys.stderr.isatty() and not args.json), trace=args.trace is not None,
-                        stop=stop, memory_model=args.memory_model)
+                        stop=stop, memory_model=args.memory_model, drop_barriers=args.drop_barrier)
         except MachineError as e:
             raise UserError(str(e)) from None
         if not r.interrupted:
@@ -241,6 +257,24 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if r.interrupted:
         return 130
     return 0 if r.holds else 1
+
+
+def _barriers(args: argparse.Namespace) -> int:
+    from . import barriers
+
+    cfg = config_from_args(args, kernel=args.kernel or KERNELS[-1])
+    tty = sys.stderr.isatty() and not args.json
+    with catching(Stop()) as stop:  # a signal ends the cell running; the table so far is printed
+        rows = barriers.table(cfg, args.table_scenarios or barriers.DEFAULT_SCENARIOS,
+                              time_limit=args.time_limit or 60.0, protocol=args.protocol, stop=stop,
+                              progress=(lambda i, n: sys.stderr.write(f"\r  {i}/{n} cells ")) if tty else None)
+    if tty:
+        sys.stderr.write("\r\033[K")
+    if args.json:
+        print_json({"config": cfg.as_dict(), "rows": rows})
+    else:
+        print(barriers.text(rows))
+    return 130 if stop.reason is not None else 0
 
 
 def _explore_all(args: argparse.Namespace, cpus: dict[str, int]) -> int:

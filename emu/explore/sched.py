@@ -29,7 +29,7 @@ from ..check.kcsan import RaceDetector
 from ..mm.context import kernel_function
 from .access import GhostMem, SchedMem
 from .stop import Stop, Stopped
-from .tso import FENCED, MODELS, STORES, StoreBuffers, TsoMem
+from .tso import FENCED, STORES, StoreBuffers, TsoMem, parse_model
 
 START = ("start", 0, 0, False)
 
@@ -125,8 +125,7 @@ class Runner:
 
     def __init__(self, world: object, procs: list[Proc], max_steps: int = 200_000,
                  checks: frozenset = frozenset(), stop: Stop | None = None, model: str = "sc") -> None:
-        if model not in MODELS:
-            raise ValueError(f"unknown memory model {model!r}; choose from {', '.join(MODELS)}")
+        base, dropped = parse_model(model)  # ValueError for an unknown model or barrier
         self.world, self.procs, self.max_steps = world, procs, max_steps
         self.checks = checks
         self.stop = stop or Stop()
@@ -148,7 +147,7 @@ class Runner:
         self.executing = False
         # under TSO, choice n + p flushes the oldest store of p's buffer
         self.model = model
-        self.buffers = StoreBuffers(self, m.cfg.byte_order) if model == "tso" else None
+        self.buffers = StoreBuffers(self, m.cfg.byte_order, dropped) if base == "tso" else None
         self.nchoices = 2 * self.n if self.buffers else self.n
 
     # -- one execution --------------------------------------------------------------

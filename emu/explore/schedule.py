@@ -1,7 +1,8 @@
 """A counterexample as one string: what to run and the CPU chosen at each step.
 
     ksmx1:SCENARIO:PROTOCOL:CONFIG:CPUS:STEPS          (sequential consistency)
-    ksmx2:SCENARIO:PROTOCOL:CONFIG:MODEL:CPUS:STEPS    (any memory model: sc, tso)
+    ksmx2:SCENARIO:PROTOCOL:CONFIG:MODEL:CPUS:STEPS    (any memory model: sc, tso,
+                                                        tso/-BARRIER... with barriers dropped)
 
 CONFIG is the arch and kernel and what differs from their defaults, joined
 by "/" (+OPTION, -OPTION, nr=N, split=N, po=PAGE_OFFSET, mm=MEM_MAP); CPUS
@@ -18,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from ..kconfig import ARCHES, USER_OPTIONS, Config, ConfigError, resolve
-from .tso import MODELS
+from .tso import parse_model
 
 MAGIC = "ksmx1"
 MAGIC_MODEL = "ksmx2"  # with the memory model; sc strings keep the first form
@@ -117,8 +118,10 @@ def decode(text: str, roles_of: dict[str, list[str]]) -> Schedule:
     parts = text.strip().split(":")
     if parts[0] == MAGIC_MODEL and len(parts) == 7:
         model = parts.pop(4)
-        if model not in MODELS:
-            raise ScheduleError(f"unknown memory model {model!r}; known: {', '.join(MODELS)}")
+        try:
+            parse_model(model)
+        except ValueError as e:
+            raise ScheduleError(str(e)) from None
     elif parts[0] == MAGIC and len(parts) == 6:
         model = "sc"
     else:
@@ -137,5 +140,5 @@ def decode(text: str, roles_of: dict[str, list[str]]) -> Schedule:
     if sorted(cpus) != sorted(roles):
         raise ScheduleError(f"the CPU assignment names {', '.join(cpus) or 'no role'}; scenario "
                             f"{scenario} has {', '.join(roles)}")
-    nchoices = len(roles) * (2 if model == "tso" else 1)  # tso: a store buffer's flush per role too
+    nchoices = len(roles) * (2 if parse_model(model)[0] == "tso" else 1)  # tso: a store buffer's flush per role too
     return Schedule(scenario, protocol, decode_config(config), cpus, decode_steps(steps, nchoices), model)

@@ -21,6 +21,7 @@ steps that both ran."""
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,43 @@ if TYPE_CHECKING:
     from .sched import Runner
 
 MODELS = ("sc", "tso")
+# The orderings the keyhole path relies on that TSO keeps only by a barrier: a
+# name, where it is, and what it orders. Dropping one (`--drop-barrier`) runs
+# that site without it; the kernel functions named are the sites.
+BARRIERS = {
+    "zone_lock": ("free_hot_cold_page", "the page reaches another CPU only through zone->lock: "
+                  "page->mapping = NULL is in memory before anyone can allocate the page"),
+    "get_page_unless_zero": ("get_page_unless_zero", "atomic_inc_not_zero is a full barrier: "
+                             "get_ksm_page's second page->mapping read comes after it"),
+    "page_freeze_refs": ("page_freeze_refs", "reclaim's cmpxchg of _count to 0 is a full barrier: "
+                         "the page's earlier stores are in memory when the count says free"),
+}
+# orderings TSO keeps whatever the code says (store->store, load->load, load->store)
+KEPT_BY_TSO = {
+    "spin_unlock": "spin_unlock's release: TSO never reorders a store with earlier accesses",
+    "set_page_refcounted": "the allocator's _count = 1 before its page->mapping store: stores stay in order",
+}
+
+
+def parse_model(text: str) -> tuple[str, frozenset[str]]:
+    """"tso" or "tso/-zone_lock/-get_page_unless_zero": the model and the barriers dropped."""
+    base, *drops = text.split("/")
+    if base not in MODELS:
+        raise ValueError(f"unknown memory model {base!r}; choose from {', '.join(MODELS)}")
+    names = set()
+    for d in drops:
+        name = d[1:] if d.startswith("-") else None
+        if name not in BARRIERS:
+            raise ValueError(f"unknown barrier {d!r} in memory model {text!r}; the barriers: "
+                             f"{', '.join('-' + b for b in BARRIERS)}")
+        names.add(name)
+    if names and base != "tso":
+        raise ValueError(f"{text!r}: barriers are dropped under tso; sc orders everything anyway")
+    return base, frozenset(names)
+
+
+def model_name(base: str, dropped: frozenset[str] | set[str] | tuple = ()) -> str:
+    return "/".join([base, *(f"-{b}" for b in sorted(dropped))])
 BUFFER_BASE = -(1 << 20)  # below the CPUs' virtual bytes (-1 - cpu), which are above -2**20
 STORES = frozenset(("store", "store_once", "store_release", "atomic_set"))
 # a CPU runs these only with its store buffer empty: x86's lock prefix, mfence
@@ -39,9 +77,10 @@ FENCED = frozenset(("cas", "xchg", "fetch_add", "fetch_or", "fetch_and", "atomic
 class StoreBuffers:
     """Every CPU's FIFO of (off, size, value) not yet in memory."""
 
-    def __init__(self, runner: Runner, byte_order: str) -> None:
+    def __init__(self, runner: Runner, byte_order: str, dropped: frozenset[str] = frozenset()) -> None:
         self.run, self.order = runner, byte_order
         self.q: list[deque] = [deque() for _ in range(runner.n)]
+        self.dropped = frozenset(BARRIERS[b][0] for b in dropped)  # the kernel functions that lose theirs
 
     def reset(self) -> None:
         for q in self.q:
@@ -116,7 +155,11 @@ class TsoMem(SchedMem):
         self._sb.put(self._p, off, 4, value)
 
     def _locked(self, op: str, off: int, size: int) -> None:
-        self._pt(self._p, op, off, size, True)  # runs once the buffer is empty (FENCED)
+        sb = self._sb
+        if sb.dropped and sys._getframe(2).f_code.co_name in sb.dropped \
+                and not any(o < off + size and off < o + s for o, s, _ in sb.q[self._p]):
+            op += "_relaxed"  # its barrier dropped: older stores of this CPU may stay buffered
+        self._pt(self._p, op, off, size, True)  # FENCED: runs once the buffer is empty
 
     def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
         self._locked("cas", off, size)
@@ -142,5 +185,7 @@ class TsoMem(SchedMem):
         self._locked("atomic_inc_not_zero", off, 4)
         return self._r.atomic_inc_not_zero(off)
 
-    def smp_mb(self) -> None:
+    def smp_mb(self, site: str | None = None) -> None:
+        if site is not None and site in self._sb.dropped:
+            return
         self._pt(self._p, "smp_mb", 0, 0, False)

@@ -10,7 +10,8 @@ what the kernel code does at that place:
   store_release            smp_store_release / arch_spin_unlock's releasing store
   cas, xchg, fetch_add, fetch_or, fetch_and, atomic_inc_not_zero
                            atomic read-modify-writes (cmpxchg, bit ops, ...)
-  smp_mb, smp_rmb, smp_wmb the kernel's barriers (Documentation/memory-barriers.txt)
+  smp_mb, smp_rmb, smp_wmb the kernel's barriers (Documentation/memory-barriers.txt);
+                           smp_mb(site) names the kernel function it stands for
 
 What each orders, as Documentation/atomic_t.txt says: the value-returning
 RMWs (cmpxchg, xchg, atomic_inc_not_zero, test_and_set_bit...) are full
@@ -42,7 +43,7 @@ class KernelAtomics(Atomics):
     store_release = Atomics.store  # every Atomics op is sequentially consistent
 
     # ... so a barrier has nothing left to order in a free run
-    def smp_mb(self) -> None:
+    def smp_mb(self, site: str | None = None) -> None:
         pass
 
     def smp_rmb(self) -> None:

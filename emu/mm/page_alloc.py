@@ -119,7 +119,7 @@ def free_hot_cold_page(mm: MM, pfn: int) -> None:
     # The page reaches another CPU only through zone->lock (free_pcppages_bulk's
     # spin_lock, a locked instruction on x86): this CPU's stores to it, the
     # mapping = NULL above, are in memory before anyone can allocate it.
-    mm.a.smp_mb()
+    mm.a.smp_mb("free_hot_cold_page")
     mm.truth.page_freed(pfn)
     mm.count("pages_freed")
     _push(mm, pfn)
