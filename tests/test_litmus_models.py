@@ -266,3 +266,27 @@ def test_cli_keeps_going_after_a_bad_file(capsys):
     assert main(["litmus", "/nonexistent.litmus", good]) == 2
     out, err = capsys.readouterr()
     assert "Observation SB+poonceonces Sometimes" in out and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ the benchmark
+
+
+def test_bench_litmus_json():
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "bench_litmus.py"
+    r = subprocess.run([sys.executable, str(tool), "--json", "--model", "sc", "--model", "tso",
+                        "--dir", str(LITMUS / "kernel")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    rows = {row["model"]: row for row in d["models"]}
+    assert set(rows) == {"sc", "tso"}
+    for row in rows.values():
+        assert row["files"] == 43 and row["unsupported"] == 1 and row["seconds"] > 0 and not row["errors"]
+        assert row["agree"] + row["disagree"] + row["unsupported"] == 43
+    # TSO allows SB (and R) where SC does not: it agrees with LKMM on more tests
+    assert rows["tso"]["agree"] > rows["sc"]["agree"]
+    assert "SB+poonceonces" in rows["sc"]["disagreeing"] and "SB+poonceonces" not in rows["tso"]["disagreeing"]
+    r = subprocess.run([sys.executable, str(tool), "--model", "pso"], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
