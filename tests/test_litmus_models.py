@@ -290,3 +290,64 @@ def test_bench_litmus_json():
     assert "SB+poonceonces" in rows["sc"]["disagreeing"] and "SB+poonceonces" not in rows["tso"]["disagreeing"]
     r = subprocess.run([sys.executable, str(tool), "--model", "pso"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+# ------------------------------------------------------------------ more shapes, answers from explanation.txt
+
+SHAPES = {
+    # hb: data ; rfe ; data ; rfe is a cycle (no out-of-thin-air values either)
+    "LB+datas": ("{}\nP0(int *x, int *y) { int r0; r0 = READ_ONCE(*x); WRITE_ONCE(*y, r0); }\n"
+                 "P1(int *x, int *y) { int r0; r0 = READ_ONCE(*y); WRITE_ONCE(*x, r0); }\n"
+                 "exists (0:r0=1 /\\ 1:r0=1)\n", ("Never", "Never", "Never")),
+    # an address dependency through a pointer read from memory orders the second load
+    "MP+wmb+addr": ("{ int *p=y; int x; int y; }\n"
+                    "P0(int *x, int **p) { WRITE_ONCE(*x, 1); smp_wmb(); WRITE_ONCE(*p, x); }\n"
+                    "P1(int *x, int **p) { int *r0; int r1; r0 = READ_ONCE(*p); r1 = READ_ONCE(*r0); }\n"
+                    "exists (1:r0=x /\\ 1:r1=0)\n", ("Never", "Never", "Never")),
+    # ... but not without the writer's smp_wmb()
+    "MP+po+addr": ("{ int *p=y; int x; int y; }\n"
+                   "P0(int *x, int **p) { WRITE_ONCE(*x, 1); WRITE_ONCE(*p, x); }\n"
+                   "P1(int *x, int **p) { int *r0; int r1; r0 = READ_ONCE(*p); r1 = READ_ONCE(*r0); }\n"
+                   "exists (1:r0=x /\\ 1:r1=0)\n", ("Never", "Never", "Sometimes")),
+    # a control dependency orders later stores, not later loads
+    "MP+wmb+ctrl": ("{}\nP0(int *x, int *y) { WRITE_ONCE(*x, 1); smp_wmb(); WRITE_ONCE(*y, 1); }\n"
+                    "P1(int *x, int *y) { int r0; int r1; r0 = READ_ONCE(*y); if (r0) r1 = READ_ONCE(*x); }\n"
+                    "exists (1:r0=1 /\\ 1:r1=0)\n", ("Never", "Never", "Sometimes")),
+    # (prop \ id) & int: coe ; wmb ; rfe comes back to P1, whose data dependency closes an hb cycle
+    "S+wmb+data": ("{}\nP0(int *x, int *y) { WRITE_ONCE(*x, 2); smp_wmb(); WRITE_ONCE(*y, 1); }\n"
+                   "P1(int *x, int *y) { int r0; r0 = READ_ONCE(*y); WRITE_ONCE(*x, r0); }\n"
+                   "exists (x=2 /\\ 1:r0=1)\n", ("Never", "Never", "Never")),
+    # SB needs a strong fence on both sides
+    "SB+mb+po": ("{}\nP0(int *x, int *y) { int r0; WRITE_ONCE(*x, 1); smp_mb(); r0 = READ_ONCE(*y); }\n"
+                 "P1(int *x, int *y) { int r0; WRITE_ONCE(*y, 1); r0 = READ_ONCE(*x); }\n"
+                 "exists (0:r0=0 /\\ 1:r0=0)\n", ("Never", "Sometimes", "Sometimes")),
+    # xchg() is fully ordered; xchg_relaxed() is not (a locked instruction on x86 all the same)
+    "SB+xchgs": ("{}\nP0(int *x, int *y) { int r0; int r1; r1 = xchg(x, 1); r0 = READ_ONCE(*y); }\n"
+                 "P1(int *x, int *y) { int r0; int r1; r1 = xchg(y, 1); r0 = READ_ONCE(*x); }\n"
+                 "exists (0:r0=0 /\\ 1:r0=0)\n", ("Never", "Never", "Never")),
+    "SB+xchg_relaxeds": ("{}\nP0(int *x, int *y) { int r0; int r1; r1 = xchg_relaxed(x, 1); r0 = READ_ONCE(*y); }\n"
+                         "P1(int *x, int *y) { int r0; int r1; r1 = xchg_relaxed(y, 1); r0 = READ_ONCE(*x); }\n"
+                         "exists (0:r0=0 /\\ 1:r0=0)\n", ("Never", "Never", "Sometimes")),
+    # atomics never lose an increment, under any model
+    "3incs": ("{}\nP0(atomic_t *v) { int r0; r0 = atomic_inc_return_relaxed(v); }\n"
+              "P1(atomic_t *v) { int r0; r0 = atomic_inc_return_relaxed(v); }\nP2(atomic_t *v) { atomic_inc(v); }\n"
+              "exists (v=3)\n", ("Always", "Always", "Always")),
+    # two successful spin_trylock()s are mutually exclusive: P1 saw P0's store, so it wrote last
+    "trylocks": ("{}\nP0(spinlock_t *s, int *x) { int r0; r0 = spin_trylock(s); "
+                 "if (r0) { WRITE_ONCE(*x, 1); spin_unlock(s); } }\n"
+                 "P1(spinlock_t *s, int *x) { int r0; int r1; r0 = spin_trylock(s); "
+                 "if (r0) { r1 = READ_ONCE(*x); WRITE_ONCE(*x, 2); spin_unlock(s); } }\n"
+                 "exists (0:r0=1 /\\ 1:r0=1 /\\ 1:r1=1 /\\ x=1)\n", ("Never", "Never", "Never")),
+    "trylock-fails": ("{}\nP0(spinlock_t *s) { int r0; spin_lock(s); }\n"
+                      "P1(spinlock_t *s) { int r0; r0 = spin_trylock(s); }\n"
+                      "exists (1:r0=0)\n", ("Always", "Always", "Always")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_known_shapes_under_each_model(name: str):
+    from emu.litmus import parse
+
+    text, want = SHAPES[name]
+    t = parse(f"C {name}\n{text}")
+    assert tuple(run(t, m).verdict.observation for m in ("sc", "tso", "lkmm")) == want
