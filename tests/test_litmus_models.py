@@ -351,3 +351,17 @@ def test_known_shapes_under_each_model(name: str):
     text, want = SHAPES[name]
     t = parse(f"C {name}\n{text}")
     assert tuple(run(t, m).verdict.observation for m in ("sc", "tso", "lkmm")) == want
+
+
+def test_tso_spin_unlock_is_a_buffered_store():
+    """x86 releases a spinlock with an unlocked store: a load after spin_unlock()
+    can pass the stores before it (SB through a critical section), as LKMM also
+    allows; spin_lock() is a locked RMW and drains, so the loads inside stay put."""
+    from emu.litmus import parse
+
+    t = parse("C SB+unlock\n{}\n"
+              "P0(int *x, int *y, spinlock_t *s) { int r0; spin_lock(s); WRITE_ONCE(*x, 1); spin_unlock(s);"
+              " r0 = READ_ONCE(*y); }\n"
+              "P1(int *x, int *y) { int r0; WRITE_ONCE(*y, 1); smp_mb(); r0 = READ_ONCE(*x); }\n"
+              "exists (0:r0=0 /\\ 1:r0=0)\n")
+    assert [run(t, m).verdict.observation for m in ("sc", "tso", "lkmm")] == ["Never", "Sometimes", "Sometimes"]

@@ -15,9 +15,12 @@ TSO (Sewell et al., CACM 2010; Linux's x86, and sparc64 as Linux runs it):
 - a store enters its CPU's buffer; a load takes each byte from the newest
   buffered store of its own CPU that covers it, else from memory;
 - smp_mb() (and smp_store_mb's), every RMW instruction (atomics, xchg,
-  cmpxchg, also when it fails: x86's lock prefix), spin_lock, a
-  spin_trylock and spin_unlock wait for an empty buffer and then act on
-  memory directly; an RMW's read and write are one step;
+  cmpxchg, also when it fails: x86's lock prefix), spin_lock and
+  spin_trylock wait for an empty buffer and then act on memory directly; an
+  RMW's read and write are one step;
+- spin_unlock is a store like any other: x86 releases a lock with an
+  unlocked store (2.6.32's ticket lock `incb`, today's `movb $0`), so it
+  goes through the buffer and does not drain it;
 - smp_rmb, smp_wmb, acquire/release and the smp_mb__* fences are compiler
   barriers on x86: no effect.
 A lock operation whose read cannot see the value it needs (spin_lock on a
@@ -103,8 +106,7 @@ class Machine:
             self._record(runs, mem, rf, co)
 
     def _action(self, i, r, a: Event, runs, mem, bufs, rf, co):
-        drains = self.tso and (a.rmw_insn or a.lock in _LOCKED_READS or a.lock == "UL"
-                               or (a.kind == "F" and a.annot == "smp_mb"))
+        drains = self.tso and (a.rmw_insn or a.lock in _LOCKED_READS or (a.kind == "F" and a.annot == "smp_mb"))
         if drains and bufs[i]:
             return None  # waits for its store buffer to drain (flushes are other steps)
         if a.kind == "R":
