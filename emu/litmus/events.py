@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .ast import (
     Addr,
@@ -152,7 +153,7 @@ class Event:
     line: int = 0
     text: str = ""
 
-    @property
+    @cached_property
     def cells(self) -> frozenset[tuple[str, int]]:
         return frozenset((self.loc, self.off + i) for i in range(self.size))
 

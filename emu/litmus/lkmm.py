@@ -586,35 +586,47 @@ def executions(test: LitmusTest, layout: Layout) -> Iterator[Execution]:
     """Every execution of `test` that linux-kernel.cat allows."""
     paths = all_paths(test, layout)
     iws = _initial_writes(layout)
+    cache: dict = {}
     for combo in itertools.product(*paths):
         accesses = list(iws)
         for t in combo:
             accesses.extend(Access(ev, pos) for pos, ev in enumerate(t.events))
-        yield from _candidates(layout, accesses, list(combo))
+        yield from _candidates(layout, accesses, list(combo), cache)
 
 
-def _candidates(layout: Layout, accesses: list[Access], threads: list[Thread]) -> Iterator[Execution]:
+def _location_choices(accesses: list[Access], idx: list[int]) -> list[tuple[dict, dict]]:
+    """The (rf, co) choices for one location's accesses `idx` that pass coherence
+    and atomicity, which relate one location's accesses only; in local indices."""
+    sub = [accesses[a] for a in idx]
+    local = list(range(len(sub)))
+    iw = next(k for k in local if sub[k].proc < 0)
+    writers = [k for k in local if sub[k].ev.kind == "W"]
+    reads = [k for k in local if sub[k].ev.kind == "R"]
+    rf_opts = [_rf_options(sub, r, writers) for r in reads]
+    out = []
+    for co in _co_options(sub, writers, iw):
+        for rfs in itertools.product(*rf_opts):
+            rf = dict(zip(reads, rfs, strict=True))
+            g = Graph(sub, rf, co)
+            if coherence_ok(g, g.base()):
+                out.append((rf, co))
+    return out
+
+
+def _candidates(layout: Layout, accesses: list[Access], threads: list[Thread], cache: dict
+                ) -> Iterator[Execution]:
     per_loc: list[list[tuple[dict, dict]]] = []
     for loc in sorted(layout.sizes):
         idx = [a for a, x in enumerate(accesses) if x.ev.kind != "F" and x.ev.loc == loc]
-        iw = next(a for a in idx if accesses[a].proc < 0)
-        writers = [a for a in idx if accesses[a].ev.kind == "W"]
-        reads = [a for a in idx if accesses[a].ev.kind == "R"]
-        rf_opts = [_rf_options(accesses, r, writers) for r in reads]
-        survivors = []
-        sub = [accesses[a] for a in idx]
-        remap = {a: k for k, a in enumerate(idx)}
-        for co in _co_options(accesses, writers, iw):
-            for rfs in itertools.product(*rf_opts):
-                rf = dict(zip(reads, rfs, strict=True))
-                # coherence and atomicity relate one location's accesses only: check them here
-                g = Graph(sub, {remap[r]: tuple((remap[w], c) for w, c in ch) for r, ch in rf.items()},
-                          {c: tuple(remap[w] for w in o) for c, o in co.items()})
-                if coherence_ok(g, g.base()):
-                    survivors.append((rf, co))
-        if not survivors:
+        # many path combinations share one location's accesses: check those once
+        key = tuple((accesses[a].proc, accesses[a].pos, x.kind, x.id, x.off, x.size, x.value, x.rmw_pair)
+                    for a in idx for x in (accesses[a].ev,))
+        if key not in cache:
+            cache[key] = _location_choices(accesses, idx)
+        if not cache[key]:
             return
-        per_loc.append(survivors)
+        per_loc.append([({idx[r]: tuple((idx[w], c) for w, c in ch) for r, ch in rf.items()},
+                         {c: tuple(idx[w] for w in o) for c, o in co.items()}) for rf, co in cache[key]])
     for choice in itertools.product(*per_loc):
         rf: dict = {}
         co: dict = {}
