@@ -25,6 +25,7 @@ examples:
   ksm-emu litmus --arch ppc64 tests/litmus/mixed/*.litmus
       mixed-size tests on a big-endian machine
   ksm-emu litmus --json tests/litmus/kernel/*.litmus
+      one JSON list; MP+onceassign+derefonce uses RCU: one error line, exit 2
 
 exit status: 0 every verdict agrees with its file's Result line (or there is
 none), 1 some verdict disagrees, 2 bad input (a missing file, a syntax error,
@@ -35,12 +36,12 @@ a construct ksm-emu does not model such as RCU: one line naming it).
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "litmus", help="run the kernel's C litmus tests under sc, tso or lkmm (herd7's verdicts)",
-        description="Run C litmus tests (the tools/memory-model/litmus-tests dialect, with ksm-emu's "
-                    "mixed-size extension: docs/litmus-format.md) under a memory model, and print "
-                    "each test's final states with their execution counts, Ok/No, herd7's verdict "
-                    "word (Never, Sometimes, Always) and whether it agrees with the file's Result line. "
-                    "lkmm is linux-kernel.cat checked on every candidate execution; sc every "
-                    "interleaving; tso x86's store buffers (docs/memory-models.md).",
+        description="Run C litmus tests (the tools/memory-model/litmus-tests dialect, with ksm-emu's\n"
+                    "mixed-size extension: docs/litmus-format.md) under a memory model, and print each\n"
+                    "test's final states with their execution counts, Ok/No, herd7's verdict word\n"
+                    "(Never, Sometimes, Always) and whether it agrees with the file's Result line.\n"
+                    "lkmm checks linux-kernel.cat on every candidate execution; sc runs every\n"
+                    "interleaving; tso adds x86's store buffers (docs/memory-models.md).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE.litmus", help="litmus tests to run")
     p.add_argument("--model", default="lkmm", choices=MODELS,
