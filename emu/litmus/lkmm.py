@@ -32,7 +32,7 @@ Relations are lists of bitmasks over nodes; each one is named as in the .cat.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .ast import AddUnless, Cmpxchg, LitmusTest, Lock, Rmw, Store, TryLock, Unlock, Xchg
@@ -189,7 +189,8 @@ class Graph:
             m |= 1 << k
         return m
 
-    def set_of(self, pred) -> int:
+    def set_of(self, pred: Callable[[Event], bool]) -> int:
+        """The nodes whose event satisfies `pred`, as a bitmask."""
         m = 0
         for k, a in enumerate(self.nodes):
             if pred(self.accesses[a].ev):
@@ -578,6 +579,8 @@ def _co_options(accesses: list[Access], writers: list[int], iw: int) -> list[dic
 
 @dataclass
 class Execution:
+    """One execution linux-kernel.cat allows: its final state and its data races."""
+
     state: dict[str, object]
     races: list[tuple[Event, Event]]
 
