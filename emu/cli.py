@@ -24,6 +24,7 @@ from .cliutil import (
 )
 from .experiment_cli import add_parsers as add_experiment_parsers
 from .explore.cli import add_parsers as add_explore_parsers
+from .litmus.cli import add_parsers as add_litmus_parsers
 from .machine import MachineError
 from .mm.protocol import PROTOCOLS
 from .statefile import STATE_DIR_ENV
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explore_parsers(sub)
     add_experiment_parsers(sub)
     add_campaign_parsers(sub)
+    add_litmus_parsers(sub)
     return p
 
 
