@@ -42,6 +42,9 @@ BARRIERS = {
     "page_freeze_refs": ("page_freeze_refs", "reclaim's cmpxchg of _count to 0 is a full barrier: "
                          "the page's earlier stores are in memory when the count says free"),
 }
+# read-modify-writes x86 does without the lock prefix (2.6.33's __ticket_spin_unlock:
+# UNLOCK_LOCK_PREFIX is empty but for PPro errata): a load and an ordinary, buffered store
+UNLOCKED_RMW = frozenset(("spin_unlock",))
 # orderings TSO keeps whatever the code says (store->store, load->load, load->store)
 KEPT_BY_TSO = {
     "spin_unlock": "spin_unlock's release: TSO never reorders a store with earlier accesses",
@@ -170,6 +173,10 @@ class TsoMem(SchedMem):
         return self._r.xchg(off, size, value, signed, **kw)
 
     def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
+        if sys._getframe(1).f_code.co_name in UNLOCKED_RMW:  # x86's unlock: incb without a lock prefix
+            old = self.load_once(off, size, signed)  # asm: marked; only the owner writes it, so a load,
+            self.store_once(off, size, old + delta)  # then a buffered store
+            return old
         self._locked("fetch_add", off, size)
         return self._r.fetch_add(off, size, delta, signed, **kw)
 
