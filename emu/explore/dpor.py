@@ -27,6 +27,9 @@ skipped.
 from __future__ import annotations
 
 from .sched import Nondeterminism, Strategy
+from .tso import BUFFER_BASE
+
+SLOTS_BELOW = BUFFER_BASE + 1
 
 __all__ = ["Dpor", "Nondeterminism", "independent"]
 
@@ -43,6 +46,11 @@ class _Pos:
         self.backtrack = {proc}
         self.done: dict[int, list] = {}  # CPUs explored from this state, with their steps' footprints
         self.sleep = sleep  # CPU -> the footprint of its next step, asleep here
+
+
+def _memory(fp: list) -> list:
+    """A footprint without its store-buffer slots (emu.explore.tso: far below every other byte)."""
+    return [a for a in fp if a[0] > SLOTS_BELOW]
 
 
 def independent(a: list, b: list) -> bool:
@@ -121,10 +129,13 @@ class Dpor(Strategy):
                 if x > vc[q]:
                     vc[q] = x
         vc[p] = own
+        pair = self._pair(p)
         for j in cands:
             pj = stack[j].proc
             if pj == p:
                 continue
+            if pj == pair and independent(_memory(stack[j].fp), _memory(fp)):
+                continue  # a store and its own flush, a fence and the flush it waited for: never reversed
             oj = stack[j].own
             if prev >= 0 and stack[prev].vc[pj] >= oj:
                 continue
@@ -132,6 +143,14 @@ class Dpor(Strategy):
                 continue
             self._race(j, i, p, vc)
         return vc, own
+
+    def _pair(self, p: int) -> int | None:
+        """Under tso, the other half of p's CPU: its store buffer, or the CPU of that buffer."""
+        buffers = getattr(getattr(self, "runner", None), "buffers", None)
+        if buffers is None:
+            return None
+        n = self.runner.n
+        return p + n if p < n else p - n
 
     def end(self, steps: int = 0) -> None:
         """Pick the next branch: the deepest position with a CPU left in its

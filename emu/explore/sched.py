@@ -307,11 +307,13 @@ class Runner:
         if op == "start":
             fp = []
         elif self.buffers is not None and op in STORES:  # into the store buffer, not memory
-            b = self.buffers.byte(p)
-            fp = [] if self.buffers.q[p] else [(b, b + 1, True)]  # into an empty one: its flushes may start
-        elif self.buffers is not None and op in FENCED:  # it found the buffer empty
-            b = self.buffers.byte(p)
-            fp = [(off, off + size, write), (b, b + 1, False)]
+            b = self.buffers.next_slot(p)
+            fp = [(b, b + 1, True)]
+        elif self.buffers is not None and op in FENCED:  # it waited for its last store's flush
+            fp = [(off, off + size, write)]
+            b = self.buffers.last_slot(p)
+            if b is not None:
+                fp.append((b, b + 1, False))
         else:
             fp = [(off, off + size, write)]
         vb = self.cpu_vb[p]

@@ -9,12 +9,15 @@ the oldest entry of a CPU's buffer is a scheduling choice of its own, so the
 strategies interleave flushes with every CPU's steps: the explorer sees store
 buffering (SB's r0 = r1 = 0) and nothing weaker.
 
-For DPOR a CPU's buffer is a virtual byte (`BUFFER_BASE - proc`) written
-only where the buffer turns empty or not (a store into an empty buffer, the
-flush that empties it) and read by fences: all that decides whether the
-flush or the fence may run. A store into a non-empty buffer and a flush of
-an older entry commute. (A forwarded load and the flush of what it forwards
-conflict through the memory bytes.) A fence waits for the flushes rather
+For DPOR each buffered store has a virtual byte of its own (`slot`: CPU p's
+k-th store of the execution), which the store and its flush write and a
+fence of p after it reads: the store enables its flush, the last flush
+enables the fence, and a store and the flush of an older entry commute.
+Every step's footprint is fixed by its own CPU's history, as sleep sets need
+(a footprint that changed with the buffer's length, say "the flush that
+empties it", would let an independent step change a sleeping flush). A
+forwarded load and the flush of what it forwards conflict through the
+memory bytes. A fence waits for the flushes rather
 than doing them itself: a step that flushed on the fence's behalf would
 disable the buffer's own next flush, and DPOR only reverses races between
 steps that both ran."""
@@ -83,29 +86,42 @@ class StoreBuffers:
     def __init__(self, runner: Runner, byte_order: str, dropped: frozenset[str] = frozenset()) -> None:
         self.run, self.order = runner, byte_order
         self.q: list[deque] = [deque() for _ in range(runner.n)]
+        self.stored = [0] * runner.n  # stores each CPU has put in its buffer this execution
+        self.flushed = [0] * runner.n  # ... and of those, how many have reached memory
         self.dropped = frozenset(BARRIERS[b][0] for b in dropped)  # the kernel functions that lose theirs
 
     def reset(self) -> None:
         for q in self.q:
             q.clear()
+        self.stored = [0] * self.run.n
+        self.flushed = [0] * self.run.n
 
-    def byte(self, p: int) -> int:
-        return BUFFER_BASE - p
+    def slot(self, p: int, k: int) -> int:
+        """The virtual byte of CPU p's k-th store (1-based) while it is buffered."""
+        return BUFFER_BASE - (p << 24) - k
+
+    def next_slot(self, p: int) -> int:
+        """The byte the store p is about to make writes."""
+        return self.slot(p, self.stored[p] + 1)
+
+    def last_slot(self, p: int) -> int | None:
+        """The byte of p's latest store, which a fence of p waits to see flushed."""
+        return self.slot(p, self.stored[p]) if self.stored[p] else None
 
     def head(self, p: int) -> tuple[int, int, int]:
         return self.q[p][0]
 
     def put(self, p: int, off: int, size: int, value: int) -> None:
         self.q[p].append((off, size, value & ((1 << 8 * size) - 1)))
+        self.stored[p] += 1
 
     def flush_one(self, p: int) -> list:
         """Write the oldest entry to memory: the flush step's footprint."""
         off, size, value = self.q[p].popleft()
         self.run.kmem.store(off, size, value)
-        if self.q[p]:
-            return [(off, off + size, True)]
-        b = self.byte(p)
-        return [(off, off + size, True), (b, b + 1, True)]  # emptied: its fence may go, its flushes stop
+        self.flushed[p] += 1
+        b = self.slot(p, self.flushed[p])
+        return [(off, off + size, True), (b, b + 1, True)]
 
     def load(self, p: int, off: int, size: int, signed: bool) -> int:
         q = self.q[p]
