@@ -5,7 +5,7 @@ import os
 import random
 
 import numpy as np
-from conftest import run_procs
+from support.procs import run_procs
 
 from emu.kconfig import resolve
 from emu.mm.boot import attach_world, boot
