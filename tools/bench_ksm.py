@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from emu._ksm_sweep import sweep_get_ksm_page
-from emu.check.shadow import KSM, SHADOW_DTYPE
+from emu.check.shadow import KSM
 from emu.kconfig import resolve
 from emu.machine import RegionSpec, create
+from emu.records import SHADOW_DTYPE
 
 TMP: Path = Path(".")  # the run's temporary directory (main sets it)
 

@@ -5,7 +5,7 @@ the read a violation rests on, the union members its bytes belong to."""
 
 from __future__ import annotations
 
-from ..report import describe, mapping_members
+from ..decode import describe, mapping_members
 
 _LOADS = ("load", "load_once", "atomic_read")
 _OPENED = ("keyhole false open", "KSM page changed while referenced")
