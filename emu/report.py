@@ -11,6 +11,7 @@ import numpy as np
 
 from .check.violations import VIOLATION_NAMES
 from .decode import decode_violation
+from .findings import line, run_violation_line
 from .mm.protocol import PROTOCOLS
 from .mm.regions import Geometry, latency_bucket_bounds
 from .records import COUNTERS, LAT_ANON, LAT_KSM, LAT_NBUCKETS, LAT_REL_ERROR, VIOLATION_DTYPE
@@ -110,23 +111,6 @@ def progress_line(c: dict[str, int], t: float, total: float) -> str:
             f"violations {c['violations']}   ")
 
 
-def _violation_line(v: dict) -> str:
-    parts = [f"pfn {v['pfn']}"]
-    if v["stable_node"]:
-        parts.append(f"stable_node {v['stable_node']}")
-    if v["expected_key"]:
-        parts.append(f"expected key {v['expected_key']}")
-    members = f" ({', '.join(v['union_members'])})" if v["union_members"] else ""
-    parts.append(f"mapping {v['mapping']} [{v['mapping_bytes']}] written by {v['written_by']}{members}")
-    if "page_really_is" in v:
-        parts.append(f"page really is {v['page_really_is']}")
-    if v.get("free_pages_check"):
-        parts.append("free_pages_check: " + ", ".join(v["free_pages_check"]))
-    if "page_count" in v:
-        parts.append(f"page _count {v['page_count']}")
-    return f"  {v['kind']}: {', '.join(parts)}; seen by {v['role']} on CPU {v['cpu']}"
-
-
 def first_of_each_kind(violations: list[dict], limit: int) -> list[dict]:
     """The first record of every kind, then the others in order, up to `limit`:
     a flood of one kind cannot bury another."""
@@ -169,7 +153,7 @@ def render_summary(s: dict, shown: int = 20) -> str:
         lines.append(f"VIOLATIONS: {s['violations_total']} ("
                      + ", ".join(f"{k}: {v}" for k, v in s["violations_by_kind"].items()) + ")")
         recorded = s["violations"]
-        lines.extend(_violation_line(v) for v in first_of_each_kind(recorded, shown))
+        lines.extend("  " + run_violation_line(v) for v in first_of_each_kind(recorded, shown))
         if len(recorded) > shown or s["violations_total"] > len(recorded):
             lines.append(f"  (the first of each kind, then in order: {min(shown, len(recorded))} of the "
                          f"{len(recorded)} records kept, which --json lists; records are kept up to "
@@ -183,19 +167,12 @@ def render_summary(s: dict, shown: int = 20) -> str:
     return "\n".join(lines)
 
 
-def lockdep_line(f: dict) -> str:
-    if f["kind"] == "lock not held":
-        return (f"  lock not held: {f['function']} on CPU {f['cpu']} ({f['role']}): {f['access']} bytes at "
-                f"{f['address']} ({f['bytes']}) without {f['expected']}; held: {', '.join(f['held']) or 'none'}")
-    return f"  {f['kind']}: {f['function']} on CPU {f['cpu']} ({f['role']}) taking {f['taking']}: {f['detail']}"
-
-
 def checks_lines(c: dict) -> list[str]:
     if "lockdep" not in c["enabled"]:
         return []
     if not c["lockdep_total"]:
         return ["lockdep: no findings"]
-    return [f"LOCKDEP: {c['lockdep_total']} findings", *(lockdep_line(f) for f in c["lockdep"][:10])]
+    return [f"LOCKDEP: {c['lockdep_total']} findings", *("  " + line(f) for f in c["lockdep"][:10])]
 
 
 def trace_line(t: dict) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..decode import describe
+from ..findings import LOCKDEP_KINDS
 from ..mm.kfunc import kernel_function
 from ..mm.regions import PAGE_TABLE_LOCK_REL, PTRS_PER_GROUP
 from ..records import (
@@ -49,7 +50,7 @@ KSM_MUTEX_OFF = 0  # ksm_thread_mutex has no bytes here: ksmd is its only taker
 
 # finding kinds
 LOCK_NOT_HELD, LOCK_ORDER, LOCK_RECURSION = range(3)
-FINDING_NAMES = ["lock not held", "lock order", "lock recursion"]
+FINDING_NAMES = LOCKDEP_KINDS  # a record stores its kind's index here
 OPS = ("load", "store")
 
 

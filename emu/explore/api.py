@@ -24,6 +24,7 @@ from pathlib import Path
 from ..check import EXPLORE_CHECKS, lockdep
 from ..check.truth import REPORT
 from ..decode import decode_violation, describe, mapping_members
+from ..findings import Kind
 from ..hazard import analyse
 from ..kconfig import Config, resolve
 from ..mm.boot import boot
@@ -195,14 +196,14 @@ class Session:
     def findings(self, outcome: str | None, env: Env) -> list[dict]:
         out = self._violations()
         if outcome is not None:
-            f = {"kind": outcome.split(":")[0], "detail": outcome}
+            f = {"kind": Kind.of(outcome.split(":")[0]), "detail": outcome}
             if outcome.startswith("exception") and self.runner.error:
                 f["traceback"] = self.runner.error  # the role's own frames: where it went wrong
             out.append(f)
         if self.scenario.check is not None:
             problem = self.scenario.check(env)
             if problem:
-                out.append({"kind": "invariant", "detail": problem})
+                out.append({"kind": Kind.INVARIANT, "detail": problem})
         if "lockdep" in self.checks:
             out.extend(lockdep.findings(self.world)[0])
         if self.runner.kcsan is not None:
