@@ -26,14 +26,8 @@ from .experiment_cli import add_parsers as add_experiment_parsers
 from .explore.cli import add_parsers as add_explore_parsers
 from .machine import MachineError
 from .mm.protocol import PROTOCOLS
+from .runspec import MAX_HOLD_US, MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MAX_WINDOW_US, MIN_PAGES
 from .statefile import STATE_DIR_ENV
-
-MIN_PAGES = 1024
-MAX_PAGES = 1 << 26  # 256 GiB emulated; the free list's links are 32-bit pfns
-MAX_PAGES_TO_SCAN = (1 << 32) - 1  # ksm's pages_to_scan is an unsigned int
-# upper bounds of the timing flags: each must leave a role able to stop within
-# supervise.STOP_GRACE_S of the stop flag
-MAX_SLEEP_MS, MAX_WINDOW_US, MAX_HOLD_US = 60_000.0, 100_000.0, 100_000.0
 
 
 def _cpu_arg(text: str) -> tuple[str, int]:

@@ -152,7 +152,7 @@ def _explore_jobs(sec: dict) -> list[dict]:
 
 
 def _run_jobs(sec: dict) -> list[dict]:
-    from ..cli import MAX_PAGES, MIN_PAGES
+    from ..runspec import MAX_PAGES, MIN_PAGES
 
     configs = [_config(f"run.configs[{i}]", c) for i, c in enumerate(_list("run.configs", sec.get("configs"), [{}]))]
     protocols = _choices("run.protocols", sec.get("protocols", ["keyhole"]), list(PROTOCOLS))
