@@ -17,6 +17,7 @@ from .cliutil import (
     add_config_args,
     checks_arg,
     config_from_args,
+    cpu_arg,
     distinct_outputs,
     number,
     print_json,
@@ -28,16 +29,6 @@ from .machine import MachineError
 from .mm.protocol import PROTOCOLS
 from .runspec import MAX_HOLD_US, MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MAX_WINDOW_US, MIN_PAGES
 from .statefile import STATE_DIR_ENV
-
-
-def _cpu_arg(text: str) -> tuple[str, int]:
-    role, sep, cpu = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: want ROLE=ID, e.g. allocator=3 or allocator.1=5")
-    try:
-        return role.strip(), int(cpu, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: {cpu!r} is not a CPU number") from None
 
 
 def _version() -> str:
@@ -67,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"struct pages (4 KiB each emulated; default 65536 = 256 MiB; min {MIN_PAGES})")
     g.add_argument("--duration", type=float, default=10.0, metavar="SECONDS", help="default 10")
     g.add_argument("--allocators", type=number, default=2, metavar="N", help="allocator processes (default 2)")
-    g.add_argument("--cpu", type=_cpu_arg, action="append", default=[], metavar="ROLE=ID",
+    g.add_argument("--cpu", type=cpu_arg, action="append", default=[], metavar="ROLE=ID",
                    help="emulated CPU id of a role: ksmd, reclaim, allocator (the first), allocator.N; "
                         "repeatable, once per role (default: 0, 1, 2, ... in that order; the roles not "
                         "named take the lowest free CPUs, so allocator=3 moves allocator.1 to CPU 2)")

@@ -21,7 +21,6 @@ from typing import Any
 from ..kconfig import Config, ConfigError, resolve
 from ..mm.protocol import PROTOCOLS
 
-STRATEGIES = ("dpor", "dfs", "pct", "random")
 CONFIG_KEYS = {"arch", "kernel", "enable", "disable", "nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"}
 SECTION_KEYS = {
     "explore": {"configs", "protocols", "scenarios", "seeds", "strategy", "schedules", "depth", "cpus",
@@ -100,6 +99,7 @@ def _choices(where: str, v: Any, known: list[str] | tuple[str, ...]) -> list[str
 def _explore_jobs(sec: dict) -> list[dict]:
     from ..explore.agree import allocator_cpu
     from ..explore.scenarios import SCENARIOS
+    from ..explore.strategies import STRATEGIES
 
     configs = [_config(f"explore.configs[{i}]", c) for i, c in enumerate(_list("explore.configs", sec.get("configs"),
                                                                                  [{}]))]
