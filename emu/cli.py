@@ -17,6 +17,7 @@ from .cliutil import (
     add_config_args,
     checks_arg,
     config_from_args,
+    cpu_arg,
     distinct_outputs,
     number,
     print_json,
@@ -27,24 +28,8 @@ from .explore.cli import add_parsers as add_explore_parsers
 from .litmus.cli import add_parsers as add_litmus_parsers
 from .machine import MachineError
 from .mm.protocol import PROTOCOLS
+from .runspec import MAX_HOLD_US, MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MAX_WINDOW_US, MIN_PAGES
 from .statefile import STATE_DIR_ENV
-
-MIN_PAGES = 1024
-MAX_PAGES = 1 << 26  # 256 GiB emulated; the free list's links are 32-bit pfns
-MAX_PAGES_TO_SCAN = (1 << 32) - 1  # ksm's pages_to_scan is an unsigned int
-# upper bounds of the timing flags: each must leave a role able to stop within
-# supervise.STOP_GRACE_S of the stop flag
-MAX_SLEEP_MS, MAX_WINDOW_US, MAX_HOLD_US = 60_000.0, 100_000.0, 100_000.0
-
-
-def _cpu_arg(text: str) -> tuple[str, int]:
-    role, sep, cpu = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: want ROLE=ID, e.g. allocator=3 or allocator.1=5")
-    try:
-        return role.strip(), int(cpu, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: {cpu!r} is not a CPU number") from None
 
 
 def _version() -> str:
@@ -74,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"struct pages (4 KiB each emulated; default 65536 = 256 MiB; min {MIN_PAGES})")
     g.add_argument("--duration", type=float, default=10.0, metavar="SECONDS", help="default 10")
     g.add_argument("--allocators", type=number, default=2, metavar="N", help="allocator processes (default 2)")
-    g.add_argument("--cpu", type=_cpu_arg, action="append", default=[], metavar="ROLE=ID",
+    g.add_argument("--cpu", type=cpu_arg, action="append", default=[], metavar="ROLE=ID",
                    help="emulated CPU id of a role: ksmd, reclaim, allocator (the first), allocator.N; "
                         "repeatable, once per role (default: 0, 1, 2, ... in that order; the roles not "
                         "named take the lowest free CPUs, so allocator=3 moves allocator.1 to CPU 2)")

@@ -158,6 +158,17 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
 
 
 
+def cpu_arg(text: str) -> tuple[str, int]:
+    """--cpu ROLE=ID, for run and explore alike."""
+    role, sep, cpu = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: want ROLE=ID, e.g. allocator=3")
+    try:
+        return role.strip(), int(cpu, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: {cpu!r} is not a CPU number") from None
+
+
 def checks_arg(text: str) -> frozenset:
     """--checks: a comma-separated list of emu.check's checkers, or none."""
     from .check import CHECKS  # here, not at the top: ksm-layout imports this module and needs no emu.check

@@ -86,8 +86,8 @@ def _plot_path(text: str, overwrite: bool) -> Path:
 
 
 def plan_from_args(args: argparse.Namespace):
-    from .cli import MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MIN_PAGES
     from .reclaim_exp import Plan
+    from .runspec import MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MIN_PAGES
 
     cfg = config_from_args(args)
     if not MIN_PAGES <= args.pages <= MAX_PAGES:

@@ -3,7 +3,7 @@
 A `Config` is what a kernel build decides: arch, kernel version, the user's
 options, and the options Kconfig derives from them (GENERIC_LOCKBREAK,
 SPLIT_PTLOCK_CPUS, USE_SPLIT_PTLOCKS), which are computed here and can never be
-set by hand.  Facts follow ../shared/reference/KERNEL.md.
+set by hand.  Facts follow docs/KERNEL.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The lock-value model: where each field of a spinlock_t lies and which value
 each lock state leaves in it, for one Config.
 
-This is the one place that knows how the arch lock word behaves (KERNEL.md):
+This is the one place that knows how the arch lock word behaves (docs/KERNEL.md):
 x86 ticket locks (8-bit tickets when NR_CPUS < 256, else 16-bit; x86 only ever
 runs little-endian), mips64's ticket lock (16-bit serving in the low half, the
 next ticket in the high half: representative), ppc64's lock token

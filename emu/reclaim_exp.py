@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .check.shadow import KSM, SHADOW_DTYPE
+from .check.shadow import KSM
 from .kconfig import Config, resolve
 from .machine import attach
-from .mm.regions import LAT_KSM, LATENCY_DTYPE, Geometry, latency_bucket_bounds
+from .mm.regions import Geometry, latency_bucket_bounds
+from .records import LAT_KSM, LATENCY_DTYPE, SHADOW_DTYPE
 from .report import percentiles
 from .runspec import RunSpec, assign_cpus
 

@@ -5,102 +5,24 @@ and its rendering. `ksm-emu run` and `ksm-emu kmem` both decode through here."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .check.shadow import KSM, PAGETABLE, STATE_NAMES, W_PTL, WRITER_NAMES
-from .check.violations import (
-    BAD_COUNT,
-    BAD_FLAGS,
-    BAD_MAPCOUNT,
-    BAD_MAPPING,
-    V_BAD_PAGE,
-    V_CHANGED_WHILE_REF,
-    V_DOUBLE_ALLOC,
-    V_FALSE_OPEN,
-    V_KEY_FORGED,
-    V_NODE_FREED_WITH_KEY,
-    VIOLATION_DTYPE,
-    VIOLATION_NAMES,
-)
-from .layout import Layout
-from .machine import Machine
-from .mm.context import ROLE_NAMES
+from .check.violations import VIOLATION_NAMES
+from .decode import decode_violation
+from .findings import line, run_violation_line
 from .mm.protocol import PROTOCOLS
-from .mm.regions import (
-    COUNTERS,
-    LAT_ANON,
-    LAT_KSM,
-    LAT_NBUCKETS,
-    LAT_REL_ERROR,
-    Geometry,
-    latency_bucket_bounds,
-)
+from .mm.regions import Geometry, latency_bucket_bounds
+from .records import COUNTERS, LAT_ANON, LAT_KSM, LAT_NBUCKETS, LAT_REL_ERROR, VIOLATION_DTYPE
+
+if TYPE_CHECKING:
+    from .mm.boot import World
+    from .runspec import RunSpec
+    from .runview import RunView
 
 
-def mapping_members(m: Machine, mapping: int) -> list[str]:
-    """The union members (other than mapping) lying on mapping's bytes, with the
-    values those bytes give them: `ptl.magic=0xdead4ead`, ..."""
-    cfg, lay = m.cfg, m.page_layout
-    raw = mapping.to_bytes(cfg.word_bytes, cfg.byte_order)
-    _, _, bits = lay.overlap("mapping")
-    out = []
-    for b in bits:
-        lo, hi = b.member_bytes
-        out.append(f"{b.other.path}={int.from_bytes(raw[lo:hi + 1], cfg.byte_order):#x}")
-    return out
-
-
-def decode_mapping(m: Machine, mapping: int, state: int, node: int) -> str:
-    """page->mapping as its user (per the shadow) means it."""
-    if mapping == 0:
-        return ""
-    if state == PAGETABLE and m.page_layout.has("ptl"):
-        return "ptl: " + " ".join(mapping_members(m, mapping))
-    low = mapping & 3
-    if low == 3:
-        if mapping == 3:
-            return "PageKsm, no stable_node"
-        key_ok = state == KSM and node == mapping - 3
-        return f"stable_node {mapping - 3:#x}" + ("" if key_ok else " (stale key)")
-    if low == 1:
-        return f"anon_vma {mapping - 1:#x}"
-    return f"address_space/driver {mapping:#x}"
-
-
-_BAD_BITS = ((BAD_MAPCOUNT, "_mapcount"), (BAD_MAPPING, "mapping"), (BAD_COUNT, "_count"), (BAD_FLAGS, "flags"))
-
-
-def decode_violation(m: Machine, rec: np.void) -> dict:
-    """A violation record as data; `m` needs only cfg and page_layout."""
-    cfg = m.cfg
-    mapping = int(rec["mapping"])
-    writer = int(rec["writer"])
-    kind = int(rec["kind"])
-    detail = int(rec["detail"])
-    out = {
-        "kind": VIOLATION_NAMES[kind] if kind < len(VIOLATION_NAMES) else str(kind),
-        "pfn": int(rec["pfn"]),
-        "stable_node": f"{int(rec['node']):#x}" if rec["node"] else None,
-        "expected_key": f"{int(rec['expected']):#x}" if rec["expected"] else None,
-        "mapping": f"{mapping:#x}",
-        "mapping_bytes": mapping.to_bytes(cfg.word_bytes, cfg.byte_order).hex(" "),
-        "written_by": WRITER_NAMES[writer] if writer < len(WRITER_NAMES) else str(writer),
-        "union_members": mapping_members(m, mapping) if writer == W_PTL and m.page_layout.has("ptl") else [],
-        "role": ROLE_NAMES[int(rec["role"])] if int(rec["role"]) < len(ROLE_NAMES) else str(int(rec["role"])),
-        "cpu": int(rec["cpu"]),
-    }
-    # the record's detail word, named for its kind
-    if kind in (V_FALSE_OPEN, V_CHANGED_WHILE_REF, V_DOUBLE_ALLOC, V_KEY_FORGED):
-        out["page_really_is"] = STATE_NAMES[detail] if detail < len(STATE_NAMES) else str(detail)
-    elif kind == V_BAD_PAGE:
-        out["free_pages_check"] = [f"bad {name}" for bit, name in _BAD_BITS if detail & bit]
-    elif kind == V_NODE_FREED_WITH_KEY:
-        out["page_count"] = detail - (1 << 32) if detail >= 1 << 31 else detail
-    return out
-
-
-def violation_records(world: object) -> np.ndarray:
+def violation_records(world: World) -> np.ndarray:
     """The violation records a world's ring holds (a view)."""
     m, h, o = world.machine, world.host_mem, world.offsets
     n = min(h.load(o["ctl_nviol"], 8), world.geo.violation_capacity)
@@ -125,12 +47,12 @@ def percentiles(hist: np.void) -> dict:
     return {**out, "max": round(top / 1000.0, 1), "n": n}
 
 
-def counts(world: object) -> dict[str, int]:
+def counts(world: World) -> dict[str, int]:
     h, base = world.host_mem, world.offsets["counters"]
     return {name: h.load(base + 8 * i, 8) for i, name in enumerate(COUNTERS)}
 
 
-def ksmd_pass_note(spec: object, c: dict[str, int], ksm_freed: int, elapsed: float) -> str | None:
+def ksmd_pass_note(spec: RunSpec, c: dict[str, int], ksm_freed: int, elapsed: float) -> str | None:
     """Why ksmd completed no pass, and (refcount) why no KSM page was freed:
     a run shorter than ksmd's pass leaves every stable_node's reference held."""
     if c["ksmd_passes"]:
@@ -146,7 +68,7 @@ def ksmd_pass_note(spec: object, c: dict[str, int], ksm_freed: int, elapsed: flo
                    "(ksm-emu experiment reclaim is sized for it)")
 
 
-def summarise(spec: object, view: object, elapsed: float, roles: list[dict], died: list[dict],
+def summarise(spec: RunSpec, view: RunView, elapsed: float, roles: list[dict], died: list[dict],
               interrupted: str | None, notes: list[str] = ()) -> dict:
     """The run's summary from a RunView (the state file's bookkeeping regions)."""
     c = view.counts()
@@ -187,23 +109,6 @@ def progress_line(c: dict[str, int], t: float, total: float) -> str:
     return (f"[{t:5.1f}/{total:.0f}s] get_ksm_page ok {c['get_ksm_page_ok']} stale "
             f"{c['get_ksm_page_stale']}, merged {c['ksm_pages_merged']}, freed {c['pages_freed']}, "
             f"violations {c['violations']}   ")
-
-
-def _violation_line(v: dict) -> str:
-    parts = [f"pfn {v['pfn']}"]
-    if v["stable_node"]:
-        parts.append(f"stable_node {v['stable_node']}")
-    if v["expected_key"]:
-        parts.append(f"expected key {v['expected_key']}")
-    members = f" ({', '.join(v['union_members'])})" if v["union_members"] else ""
-    parts.append(f"mapping {v['mapping']} [{v['mapping_bytes']}] written by {v['written_by']}{members}")
-    if "page_really_is" in v:
-        parts.append(f"page really is {v['page_really_is']}")
-    if v.get("free_pages_check"):
-        parts.append("free_pages_check: " + ", ".join(v["free_pages_check"]))
-    if "page_count" in v:
-        parts.append(f"page _count {v['page_count']}")
-    return f"  {v['kind']}: {', '.join(parts)}; seen by {v['role']} on CPU {v['cpu']}"
 
 
 def first_of_each_kind(violations: list[dict], limit: int) -> list[dict]:
@@ -248,7 +153,7 @@ def render_summary(s: dict, shown: int = 20) -> str:
         lines.append(f"VIOLATIONS: {s['violations_total']} ("
                      + ", ".join(f"{k}: {v}" for k, v in s["violations_by_kind"].items()) + ")")
         recorded = s["violations"]
-        lines.extend(_violation_line(v) for v in first_of_each_kind(recorded, shown))
+        lines.extend("  " + run_violation_line(v) for v in first_of_each_kind(recorded, shown))
         if len(recorded) > shown or s["violations_total"] > len(recorded):
             lines.append(f"  (the first of each kind, then in order: {min(shown, len(recorded))} of the "
                          f"{len(recorded)} records kept, which --json lists; records are kept up to "
@@ -262,61 +167,14 @@ def render_summary(s: dict, shown: int = 20) -> str:
     return "\n".join(lines)
 
 
-def lockdep_line(f: dict) -> str:
-    if f["kind"] == "lock not held":
-        return (f"  lock not held: {f['function']} on CPU {f['cpu']} ({f['role']}): {f['access']} bytes at "
-                f"{f['address']} ({f['bytes']}) without {f['expected']}; held: {', '.join(f['held']) or 'none'}")
-    return f"  {f['kind']}: {f['function']} on CPU {f['cpu']} ({f['role']}) taking {f['taking']}: {f['detail']}"
-
-
 def checks_lines(c: dict) -> list[str]:
     if "lockdep" not in c["enabled"]:
         return []
     if not c["lockdep_total"]:
         return ["lockdep: no findings"]
-    return [f"LOCKDEP: {c['lockdep_total']} findings", *(lockdep_line(f) for f in c["lockdep"][:10])]
+    return [f"LOCKDEP: {c['lockdep_total']} findings", *("  " + line(f) for f in c["lockdep"][:10])]
 
 
-def describe(world: object, off: int, size: int) -> str:
-    """What the bytes at file offset `off` are, in the kernel's names."""
-    m, o = world.machine, world.offsets
-    for r in m.regions.values():
-        if r.offset <= off < r.offset + r.size:
-            rel = off - r.offset
-            if r.name == "mem_map":
-                return f"page {rel // m.page_size}: " + _members(m.page_layout, rel % m.page_size, size)
-            if r.name == "stable_nodes":
-                lay = Layout(m.kernel.stable_node, m.cfg.byte_order, "stable_node")
-                return f"stable_node {rel // o['sn_size']}: " + _members(lay, rel % o["sn_size"], size)
-            if r.name == "rmap_items":
-                lay = Layout(m.kernel.rmap_item, m.cfg.byte_order, "rmap_item")
-                return f"rmap_item of slot {rel // o['ri_size']}: " + _members(lay, rel % o["ri_size"], size)
-            if r.name == "ptes":
-                return f"pte of slot {rel // o['word']}"
-            if r.name == "pgtables":
-                return f"pmd of group {rel // o['word']}"
-            if r.name == "kmalloc":
-                return _kmalloc(world, m.offset_to_addr(off))
-            return f"{r.name}+{rel:#x}"
-    return f"file offset {off:#x}"
-
-
-def _members(lay: Layout, rel: int, size: int) -> str:
-    try:
-        covers = lay.covers(rel, size)
-    except ValueError:
-        return f"+{rel:#x}"
-    return " | ".join(dict.fromkeys(c.label() for c in covers)) or f"+{rel:#x} (padding)"
-
-
-def _kmalloc(world: object, addr: int) -> str:
-    objs = world.objects
-    for kind in ("mm_struct", "task", "anon_vma", "address_space", "kmem_cache", "driver"):
-        for i, base in enumerate(getattr(objs, kind)):
-            if base <= addr < base + 1024 and (kind in ("mm_struct", "task") or addr - base < 64):
-                tail = " page_table_lock" if kind == "mm_struct" and addr - base >= 64 else ""
-                return f"{kind} {i}+{addr - base:#x}{tail}"
-    return f"kmalloc {addr:#x}"
 def trace_line(t: dict) -> str:
     """What --trace wrote, and what the rings lost."""
     lost = [f"{role} {r['dropped']}" for role, r in t["per_role"].items() if r["dropped"]]

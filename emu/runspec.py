@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 from .check import RUN_CHECKS
 from .kconfig import Config
 
+# The limits of a run, one home for the CLIs and the campaign SPEC that check them.
+MIN_PAGES = 1024
+MAX_PAGES = 1 << 26  # 256 GiB emulated; the free list's links are 32-bit pfns
+MAX_PAGES_TO_SCAN = (1 << 32) - 1  # ksm's pages_to_scan is an unsigned int
+# upper bounds of the timing flags: each must leave a role able to stop within
+# supervise.STOP_GRACE_S of the stop flag
+MAX_SLEEP_MS, MAX_WINDOW_US, MAX_HOLD_US = 60_000.0, 100_000.0, 100_000.0
+
 
 @dataclass
 class RunSpec:

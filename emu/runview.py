@@ -13,10 +13,10 @@ import os
 
 import numpy as np
 
-from .check.lockdep import CAPACITY, LOCKDEP_DTYPE, findings, records_offset
-from .check.violations import VIOLATION_DTYPE, VIOLATION_NAMES
+from .check.lockdep import findings, records_offset
+from .check.violations import VIOLATION_NAMES
 from .mm.boot import World
-from .mm.regions import COUNTERS, COUNTERS_DTYPE, LATENCY_DTYPE
+from .records import COUNTERS, COUNTERS_DTYPE, LATENCY_DTYPE, LOCKDEP_CAPACITY, LOCKDEP_DTYPE, VIOLATION_DTYPE
 
 
 class StateTruncated(Exception):
@@ -85,6 +85,6 @@ class RunView:
         if self._lockdep is None:
             return [], 0
         n = self._u64(self._lockdep, 1)[0]
-        k = min(n, CAPACITY)
+        k = min(n, LOCKDEP_CAPACITY)
         rec = np.frombuffer(self._read(records_offset(self._lockdep), k * LOCKDEP_DTYPE.itemsize), LOCKDEP_DTYPE)
         return findings(self.world, rec, n)

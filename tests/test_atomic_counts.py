@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from conftest import run_procs
+from support.procs import run_procs
 
 from emu import _atomics
 from emu.machine import attach

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from emu.check.shadow import SHADOW_DTYPE
 from emu.kconfig import resolve
 from emu.machine import HEADER_MAX, PREFIX, RegionSpec, create
+from emu.records import SHADOW_DTYPE
 
 ROOT = Path(__file__).resolve().parent.parent  # run from another cwd: import this tree's emu
 EMU = [sys.executable, "-m", "emu.cli"]

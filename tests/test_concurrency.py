@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from conftest import run_procs
+from support.procs import run_procs
 
 from emu.kconfig import resolve
 from emu.lockword import LockModel

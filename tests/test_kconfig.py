@@ -1,4 +1,4 @@
-"""Kconfig rules of KERNEL.md: selects, GENERIC_LOCKBREAK, SPLIT_PTLOCK_CPUS, USE_SPLIT_PTLOCKS."""
+"""Kconfig rules of docs/KERNEL.md: selects, GENERIC_LOCKBREAK, SPLIT_PTLOCK_CPUS, USE_SPLIT_PTLOCKS."""
 
 import pytest
 

@@ -9,9 +9,9 @@ import types
 import pytest
 
 from emu import kmem
-from emu.check.shadow import SHADOW_DTYPE
 from emu.kconfig import resolve
 from emu.machine import RegionSpec, attach, create
+from emu.records import SHADOW_DTYPE
 
 MIB = 1 << 20
 # the child's peak RSS, measured by a parent that runs only it

@@ -5,19 +5,12 @@ import os
 import random
 
 import numpy as np
-from conftest import run_procs
+from support.procs import run_procs
 
 from emu.kconfig import resolve
 from emu.mm.boot import attach_world, boot
-from emu.mm.regions import (
-    LAT_ANON,
-    LAT_KSM,
-    LAT_NBUCKETS,
-    LAT_REL_ERROR,
-    LATENCY_DTYPE,
-    latency_bucket,
-    latency_bucket_bounds,
-)
+from emu.mm.regions import latency_bucket, latency_bucket_bounds
+from emu.records import LAT_ANON, LAT_KSM, LAT_NBUCKETS, LAT_REL_ERROR, LATENCY_DTYPE
 from emu.report import percentiles
 
 

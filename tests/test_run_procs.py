@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from conftest import WorkerError, run_procs
+from support.procs import WorkerError, run_procs
 
 
 def _worker(kind, flag_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emu.trace.ring import EVENT_DTYPE, PH_BEGIN, PH_END, RingLayout, RingWriter, read_rings
+from emu.mm.ring import EVENT_DTYPE, PH_BEGIN, PH_END, RingLayout, RingWriter, read_rings
 from emu.trace.slices import pair
 
 ROOT = Path(__file__).resolve().parent.parent

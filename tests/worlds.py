@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from emu.check.truth import REPORT
+from emu.decode import decode_violation
 from emu.kconfig import resolve
 from emu.mm.boot import boot
 from emu.mm.ksm import StableTree
 from emu.mm.ksm_scan import scan_slot
 from emu.mm.memory import do_anonymous_page
 from emu.mm.pgtable import pte
-from emu.report import decode_violation, violation_records
+from emu.report import violation_records
 
 # word size x byte order, as drgn's mock platforms cover them
 PLATFORMS = {"x86_64": {"arch": "x86_64"}, "ppc64": {"arch": "ppc64"}, "i386": {"arch": "i386"},

@@ -29,6 +29,7 @@ import timeit
 from pathlib import Path
 
 import numpy as np
+from benchlib import goals_line
 
 from emu._atomics import Atomics
 
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             v = r["machine"][mode]
             print(f"{mode} 4M pages ({v['mapping_mb']:.0f} MiB mapping): {v['seconds'] * 1000:.1f} ms, "
                   f"RSS +{v['added_mb']:.1f} MB (peak {v['peak_rss_mb']:.1f} MB)")
-        print("\ngoals: " + ", ".join(f"{k} {'ok' if ok else 'MISSED'}" for k, ok in r["goals"].items()))
+        print("\n" + goals_line(r["goals"]))
     return 0
 
 

@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+from benchlib import goals_line, say
+
 from emu.campaign import executors
 from emu.campaign.spec import parse
 
@@ -31,8 +33,7 @@ def spec(jobs: int, schedules: int) -> list[dict]:
 
 
 def _say(text: str) -> None:
-    sys.stderr.write(f"bench_campaign: {text}\n")
-    sys.stderr.flush()
+    say("bench_campaign", text)
 
 
 def timed(name: str, results) -> dict:
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"2 workers over 1: {r['speedup_2_over_1']:.2f}x on {r['cpus']} CPUs (load average before "
           f"{r['loadavg_1m_before']}; two CPU-bound processes got {r['cpu_capacity_before']} and "
           f"{r['cpu_capacity_after']} cores' worth before and after: {r['speedup_over_capacity']:.2f} of what it allowed)")
-    print("goals: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in r["goals"].items()))
+    print(goals_line(r["goals"]))
     return 0
 
 

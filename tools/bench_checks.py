@@ -15,24 +15,16 @@ removed at the end or when stopped (Ctrl-C, SIGTERM).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from abruns import counts_per_s, main_guard, measure, parser
+from benchlib import counts_per_s, main_guard, measure, parser, run_json
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {"off": "none", "lockdep": "lockdep"}
 
 
 def one_run(where: Path, args: list[str], kind: str) -> dict:
-    state = where / "s.state"
-    r = subprocess.run([sys.executable, "-m", "emu.cli", "run", "--json", "--no-progress", "--state", str(state),
-                        "--checks", SETTINGS[kind], *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    if r.returncode not in (0, 1):
-        raise RuntimeError(f"run failed ({r.returncode}): {r.stderr[-500:]}")
-    d = json.loads(r.stdout)
-    state.unlink(missing_ok=True)
+    d = run_json(where / "s.state", ["--checks", SETTINGS[kind], *args])
     return {**counts_per_s(d), "lockdep_findings": d["checks"]["lockdep_total"]}
 
 

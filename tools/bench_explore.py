@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import goals_line
+
 from emu.explore import Scenario, explore
 from emu.explore.api import Env, Session, _cpus
 from emu.explore.scenarios import SCENARIOS
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pct depth 3, seeds 0..{x['seeds'] - 1}: schedules to the violation {x['schedules_to_violation']}; "
               f"{x['found_within_200']}/{x['seeds']} within 200, {x['found_within_limit']}/{x['seeds']} within "
               f"{x['limit']}")
-    print("\ngoals: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in goals.items()))
+    print("\n" + goals_line(goals))
     return 0
 
 

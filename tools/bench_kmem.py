@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from benchlib import goals_line, say, scratch, stop_on_sigterm
 
 GOAL_FIRST_ROW_S, GOAL_RSS_MB = 1.0, 200
 
 
 def _say(text: str) -> None:
-    sys.stderr.write(f"bench_kmem: {text}\n")
-    sys.stderr.flush()
-
-
-def _stop(signum, frame):
-    raise KeyboardInterrupt
+    say("bench_kmem", text)
 
 
 def boot_state(path: Path, pages: int) -> float:
@@ -70,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.pages < 1024:
         p.error("--pages must be at least 1024")
-    signal.signal(signal.SIGTERM, _stop)
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    stop_on_sigterm()
     try:
-        with tempfile.TemporaryDirectory(dir=shm, prefix="bench-kmem-") as d:
+        with scratch("bench-kmem-") as d:
             path = Path(d) / "big.state"
             _say(f"booting {args.pages} pages in {path} ...")
             boot_s = boot_state(path, args.pages)
@@ -97,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for x in runs:
         print(f"  {x['format']:5} first row {x['first_row_s']} s, all {x['lines_after_header']} lines in {x['all_rows_s']} s, "
               f"peak RSS {x['peak_rss_mb']} MB, exit {x['exit_code']}")
-    print("goals: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in r["goals"].items()))
+    print(goals_line(r["goals"]))
     return 0
 
 

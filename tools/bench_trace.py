@@ -15,29 +15,19 @@ removed at the end or when stopped (Ctrl-C, SIGTERM).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from abruns import counts_per_s, main_guard, measure, parser
-
-ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = {"default": [], "busy-ksmd": ["--ksmd-sleep-ms", "0"]}
+from benchlib import counts_per_s, main_guard, measure, parser, run_json
 
 
 def one_run(where: Path, args: list[str], kind: str) -> dict:
     trace = kind == "traced"
-    state, out = where / "s.state", where / "t.json"
-    extra = ["--trace", str(out)] if trace else []
+    out = where / "t.json"
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "emu.cli", "run", "--json", "--no-progress", "--state", str(state),
-                        *args, *extra], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    d = run_json(where / "s.state", [*args, *(["--trace", str(out)] if trace else [])])
     wall = time.monotonic() - t0
-    if r.returncode not in (0, 1):
-        raise RuntimeError(f"run failed ({r.returncode}): {r.stderr[-500:]}")
-    d = json.loads(r.stdout)
-    state.unlink(missing_ok=True)
     size = out.stat().st_size if trace else 0
     out.unlink(missing_ok=True)
     t = d.get("trace", {})

@@ -21,7 +21,6 @@ from typing import Any
 from ..kconfig import Config, ConfigError, resolve
 from ..mm.protocol import PROTOCOLS
 
-STRATEGIES = ("dpor", "dfs", "pct", "random")
 CONFIG_KEYS = {"arch", "kernel", "enable", "disable", "nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"}
 SECTION_KEYS = {
     "explore": {"configs", "protocols", "scenarios", "seeds", "strategy", "schedules", "depth", "cpus",
@@ -100,6 +99,7 @@ def _choices(where: str, v: Any, known: list[str] | tuple[str, ...]) -> list[str
 def _explore_jobs(sec: dict) -> list[dict]:
     from ..explore.agree import allocator_cpu
     from ..explore.scenarios import SCENARIOS
+    from ..explore.strategies import STRATEGIES
 
     configs = [_config(f"explore.configs[{i}]", c) for i, c in enumerate(_list("explore.configs", sec.get("configs"),
                                                                                  [{}]))]
@@ -152,7 +152,7 @@ def _explore_jobs(sec: dict) -> list[dict]:
 
 
 def _run_jobs(sec: dict) -> list[dict]:
-    from ..cli import MAX_PAGES, MIN_PAGES
+    from ..runspec import MAX_PAGES, MIN_PAGES
 
     configs = [_config(f"run.configs[{i}]", c) for i, c in enumerate(_list("run.configs", sec.get("configs"), [{}]))]
     protocols = _choices("run.protocols", sec.get("protocols", ["keyhole"]), list(PROTOCOLS))

@@ -13,11 +13,16 @@ every pte's page, every free page and every KSM page must add up.
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
-from .shadow import ANON, FREE, KSM, SHADOW_DTYPE, STATE_NAMES
+from ..records import SHADOW_DTYPE
+from .shadow import ANON, FREE, KSM, STATE_NAMES
+
+if TYPE_CHECKING:
+    from ..mm.boot import World
 
 
-def fsck(world: object, live_nodes: dict[int, int] | None = None) -> list[str]:
+def fsck(world: World, live_nodes: dict[int, int] | None = None) -> list[str]:
     """Problems found; `live_nodes` maps each live stable_node's index to its kpfn."""
     m, o, geo = world.machine, world.offsets, world.geo
     k, word = world.kernel_mem, o["word"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..findings import Kind
 from ..mm import testbreak
 from ..mm.mem import MARKED, PLAIN
 
@@ -158,7 +159,7 @@ class RaceDetector:
                              "bytes": describe(off, size)})
             lo = max(accs[0]["offset"], accs[1]["offset"])
             hi = min(accs[0]["offset"] + accs[0]["size"], accs[1]["offset"] + accs[1]["size"])
-            out.append({"kind": "data race", "accesses": accs, "overlap": describe(lo, hi - lo),
+            out.append({"kind": Kind.DATA_RACE, "accesses": accs, "overlap": describe(lo, hi - lo),
                         "detail": f"{accs[0]['marking']} {accs[0]['access']} {accs[0]['size']} by "
                                   f"{accs[0]['role']} (step {accs[0]['step']}) and {accs[1]['marking']} "
                                   f"{accs[1]['access']} {accs[1]['size']} by {accs[1]['role']} (step "

@@ -25,36 +25,33 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..decode import describe
+from ..findings import LOCKDEP_KINDS
+from ..mm.kfunc import kernel_function
 from ..mm.regions import PAGE_TABLE_LOCK_REL, PTRS_PER_GROUP
+from ..records import (
+    LOCK_CLASS_NAMES,
+    LOCKDEP_CAPACITY,
+    LOCKDEP_DTYPE,
+    LOCKDEP_HEAD,
+    LOCKDEP_MAX_HELD,
+    ROLE_NAMES,
+)
 
 if TYPE_CHECKING:
+    from ..mm.boot import World
     from ..mm.context import MM
+    from ..mm.mem import KernelAtomics
 
 # lock classes
 PTL, MM_PTL, PAGE_LOCK, KSM_MUTEX, SPIN = range(5)
-CLASS_NAMES = ["page->ptl", "mm->page_table_lock", "PG_locked", "ksm_thread_mutex", "spinlock_t"]
-NCLASSES = len(CLASS_NAMES)
+NCLASSES = len(LOCK_CLASS_NAMES)
 KSM_MUTEX_OFF = 0  # ksm_thread_mutex has no bytes here: ksmd is its only taker
 
 # finding kinds
 LOCK_NOT_HELD, LOCK_ORDER, LOCK_RECURSION = range(3)
-FINDING_NAMES = ["lock not held", "lock order", "lock recursion"]
-MAX_HELD = 4
-LOCKDEP_DTYPE = np.dtype([
-    ("kind", "u1"), ("op", "u1"), ("size", "u1"), ("role", "u1"), ("cpu", "<u4"),
-    ("off", "<u8"),  # the access's file offset (lock order: the lock being taken)
-    ("want_cls", "u1"), ("nheld", "u1"), ("rule", "u1"), ("taken_cls", "u1"), ("pad", "<u4"),
-    ("want_off", "<u8"),  # the lock expected (lock order: the lock held first)
-    ("held_cls", "u1", (MAX_HELD,)), ("pad2", "<u4"), ("held_off", "<u8", (MAX_HELD,)),
-    ("t_ns", "<u8"), ("function", "S56"),
-])
+FINDING_NAMES = LOCKDEP_KINDS  # a record stores its kind's index here
 OPS = ("load", "store")
-_HEAD = 64  # the region: a count word, then the class-order matrix, then records
-CAPACITY = 256
-
-
-def region_size() -> int:
-    return _HEAD + NCLASSES * NCLASSES + CAPACITY * LOCKDEP_DTYPE.itemsize + 64
 
 
 @dataclass(frozen=True)
@@ -131,7 +128,7 @@ class Lockdep:
         return MM_PTL if self._kmalloc_lo <= off < self._kmalloc_hi else SPIN
 
     def _order(self, a: int, a_off: int, b: int, b_off: int) -> None:
-        h, base = self.mm.h, self.region + _HEAD
+        h, base = self.mm.h, self.region + LOCKDEP_HEAD
         if not self._known[a * NCLASSES + b]:  # the shared matrix is written once per pair, not per lock taken
             self._known[a * NCLASSES + b] = True
             if not h.load(base + a * NCLASSES + b, 1):
@@ -195,7 +192,6 @@ class Lockdep:
     # -- findings -------------------------------------------------------------------------------
     def _finding(self, kind: int, off: int, op: int, size: int, want_cls: int, want_off: int,
                  rule: int = 0, want_cls_taken: int | None = None) -> None:
-        from ..mm.context import kernel_function
 
         function = kernel_function(3)
         key = (kind, function, want_cls, rule)
@@ -205,14 +201,14 @@ class Lockdep:
         mm = self.mm
         i = mm.h.fetch_add(self.region, 8, 1)
         mm.count("lockdep_findings")
-        if i >= CAPACITY:
+        if i >= LOCKDEP_CAPACITY:
             return  # counted, not kept
         r = np.zeros((), LOCKDEP_DTYPE)
         r["kind"], r["op"], r["size"], r["role"], r["cpu"] = kind, op, size, mm.role_code, mm.cpu
         r["off"], r["want_cls"], r["want_off"], r["rule"] = off, want_cls, want_off, rule
         if want_cls_taken is not None:  # lock order: `off` is the lock of class want_cls_taken
             r["taken_cls"] = want_cls_taken
-        held = self.held[-MAX_HELD:]
+        held = self.held[-LOCKDEP_MAX_HELD:]
         r["nheld"] = len(held)
         for j, (c, o) in enumerate(held):
             r["held_cls"][j], r["held_off"][j] = c, o
@@ -223,18 +219,18 @@ class Lockdep:
 
 def records_offset(base: int) -> int:
     """Where the records start in a lockdep region at `base` (8-aligned)."""
-    at = base + _HEAD + NCLASSES * NCLASSES
+    at = base + LOCKDEP_HEAD + NCLASSES * NCLASSES
     return at + (-at) % 8
 
 
-def records(world: object) -> tuple[np.ndarray, int]:
+def records(world: World) -> tuple[np.ndarray, int]:
     """The findings kept, and how many were found in all."""
     m = world.machine
     if "lockdep" not in m.regions:
         return np.zeros(0, LOCKDEP_DTYPE), 0
     base = m.region("lockdep").offset
     n = world.host_mem.load(base, 8)
-    rec = np.frombuffer(m.mm, LOCKDEP_DTYPE, min(n, CAPACITY), records_offset(base)).copy()
+    rec = np.frombuffer(m.mm, LOCKDEP_DTYPE, min(n, LOCKDEP_CAPACITY), records_offset(base)).copy()
     return rec, n
 
 
@@ -244,7 +240,7 @@ class LockdepMem:
     outside the table's bytes costs two comparisons (loads: the ptes and
     ksm's structs; stores: those and mem_map)."""
 
-    def __init__(self, real: object, lockdep: Lockdep) -> None:
+    def __init__(self, real: KernelAtomics, lockdep: Lockdep) -> None:
         from ..mm.mem import ACCESSES
 
         self._r, self._check = real, lockdep.check
@@ -287,23 +283,20 @@ class LockdepMem:
         return getattr(self._r, name)
 
 
-def lock_name(world: object, cls: int, off: int) -> str:
+def lock_name(world: World, cls: int, off: int) -> str:
     """A lock as the kernel would name it: `page->ptl of pfn 7`, ..."""
-    from ..report import describe
 
     if cls == KSM_MUTEX:
         return "ksm_thread_mutex"
     if cls in (PTL, PAGE_LOCK):
         m = world.machine
         pfn = (off - world.offsets["mem_map"]) // m.page_size
-        return f"{CLASS_NAMES[cls]} of pfn {pfn}"
-    return f"{CLASS_NAMES[cls]} ({describe(world, off, 1)})"
+        return f"{LOCK_CLASS_NAMES[cls]} of pfn {pfn}"
+    return f"{LOCK_CLASS_NAMES[cls]} ({describe(world, off, 1)})"
 
 
-def decode(world: object, r: np.void) -> dict:
+def decode(world: World, r: np.void) -> dict:
     """A finding record as the report shows it."""
-    from ..mm.context import ROLE_NAMES
-    from ..report import describe
 
     kind = int(r["kind"])
     held = [lock_name(world, int(r["held_cls"][j]), int(r["held_off"][j])) for j in range(int(r["nheld"]))]
@@ -319,16 +312,16 @@ def decode(world: object, r: np.void) -> dict:
     elif kind == LOCK_ORDER:
         out.update(taking=lock_name(world, int(r["taken_cls"]), int(r["off"])),
                    after=lock_name(world, int(r["want_cls"]), int(r["want_off"])),
-                   detail=f"{CLASS_NAMES[int(r['taken_cls'])]} taken while holding {CLASS_NAMES[int(r['want_cls'])]}, "
-                          f"and elsewhere {CLASS_NAMES[int(r['want_cls'])]} while holding "
-                          f"{CLASS_NAMES[int(r['taken_cls'])]}: possible ABBA deadlock")
+                   detail=f"{LOCK_CLASS_NAMES[int(r['taken_cls'])]} taken while holding {LOCK_CLASS_NAMES[int(r['want_cls'])]}, "
+                          f"and elsewhere {LOCK_CLASS_NAMES[int(r['want_cls'])]} while holding "
+                          f"{LOCK_CLASS_NAMES[int(r['taken_cls'])]}: possible ABBA deadlock")
     else:
         out.update(taking=lock_name(world, int(r["want_cls"]), int(r["off"])),
                    detail="a second lock of one class taken without spin_lock_nested")
     return out
 
 
-def findings(world: object, rec: np.ndarray | None = None, n: int = 0) -> tuple[list[dict], int]:
+def findings(world: World, rec: np.ndarray | None = None, n: int = 0) -> tuple[list[dict], int]:
     """Decoded findings (of the world's mapping, or of records read elsewhere) and the total."""
     if rec is None:
         rec, n = records(world)

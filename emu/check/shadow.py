@@ -7,7 +7,7 @@ page becoming a KSM page) and only checks and reports read it.
 
 from __future__ import annotations
 
-import numpy as np
+from ..records import SHADOW_DTYPE
 
 # state: what a pfn really is
 FREE, ANON, KSM, PAGECACHE, PAGETABLE, SLAB, DRIVER = range(7)
@@ -19,8 +19,6 @@ WRITER_NAMES = ["NULL", "anon_vma+1 (PAGE_MAPPING_ANON)", "stable_node+3 (KSM ke
                 "0x3 (PageKsm, NULL stable_node)", "address_space pointer (page cache)",
                 "driver pointer", "ptl (split page-table lock)", "slab (mapping untouched)"]
 
-SHADOW_DTYPE = np.dtype([("state", "<u4"), ("gen", "<u4"), ("node", "<u8"),
-                         ("t_reclaim", "<u8"), ("content", "<u4"), ("writer", "<u4")])
 # field -> (offset in the record, size)
 FIELDS = {name: (SHADOW_DTYPE.fields[name][1], SHADOW_DTYPE.fields[name][0].itemsize)
           for name in SHADOW_DTYPE.names}

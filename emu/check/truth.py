@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..mm.regions import LAT_ANON, LAT_KSM, LATENCY_DTYPE, latency_bucket
-from .shadow import FIELDS, FREE, KSM, SHADOW_DTYPE, W_KSM_KEY, W_KSM_NULL
+from ..mm.regions import latency_bucket
+from ..records import LAT_ANON, LAT_KSM, LATENCY_DTYPE, SHADOW_DTYPE, VIOLATION_DTYPE
+from .shadow import FIELDS, FREE, KSM, W_KSM_KEY, W_KSM_NULL
 from .violations import (
     V_BAD_PAGE,
     V_CHANGED_WHILE_REF,
@@ -25,7 +26,6 @@ from .violations import (
     V_FALSE_OPEN,
     V_KEY_FORGED,
     V_NODE_FREED_WITH_KEY,
-    VIOLATION_DTYPE,
     VIOLATION_NAMES,
     KernelBug,
     RefcountBug,

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from ..findings import VIOLATION_KINDS
+from ..records import NR_VIOLATION_KINDS
 
 V_FALSE_OPEN, V_CHANGED_WHILE_REF, V_COUNT_NEGATIVE, V_BAD_PAGE, V_NODE_FREED_WITH_KEY, \
     V_DOUBLE_ALLOC, V_SPIN_BUG, V_KEY_FORGED = range(8)
-VIOLATION_NAMES = ["keyhole false open", "KSM page changed while referenced",
-                   "page count below zero", "bad_page (free_pages_check)",
-                   "stable_node freed while its page carries its key", "pfn allocated twice",
-                   "spin_bug", "stable_node's key in the mapping of a page it does not own"]
+VIOLATION_NAMES = VIOLATION_KINDS  # a record stores its kind's index here
 # free_pages_check's findings, as the bits of a bad_page record's detail
 BAD_MAPCOUNT, BAD_MAPPING, BAD_COUNT, BAD_FLAGS = 1, 2, 4, 8
 
-VIOLATION_DTYPE = np.dtype([("kind", "<u4"), ("role", "<u4"), ("cpu", "<u4"), ("writer", "<u4"),
-                            ("pfn", "<u8"), ("node", "<u8"), ("expected", "<u8"),
-                            ("mapping", "<u8"), ("t_ns", "<u8"), ("detail", "<u8")])
+assert len(VIOLATION_NAMES) == NR_VIOLATION_KINDS  # the control region counts each kind
 
 
 class KernelBug(RuntimeError):

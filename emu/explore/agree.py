@@ -14,14 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ..findings import KEYHOLE_KINDS, SHORT
 from ..hazard import analyse
 from ..kconfig import Config
 from ..machfile import MachineError
 from .api import explore
 from .scenarios import SCENARIOS
-
-KEYHOLE_KINDS = {"keyhole false open", "KSM page changed while referenced",
-                 "stable_node's key in the mapping of a page it does not own"}
 
 
 def allocator_cpu(cfg: Config, max_mem: int | None, default: int = 2) -> int:
@@ -34,9 +32,6 @@ def allocator_cpu(cfg: Config, max_mem: int | None, default: int = 2) -> int:
     return min(default, cfg.nr_cpus - 1)
 
 
-SHORT = {"stable_node's key in the mapping of a page it does not own": "key forged",
-         "stable_node freed while its page carries its key": "node freed with its key",
-         "KSM page changed while referenced": "changed while referenced"}  # for a table column
 
 
 def check_row(label: str, cfg: Config, max_mem: int | None = None, cpu: int | None = None,

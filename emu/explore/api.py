@@ -18,65 +18,30 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..check import EXPLORE_CHECKS, lockdep
 from ..check.truth import REPORT
+from ..decode import decode_violation, describe, mapping_members
+from ..findings import Kind
 from ..hazard import analyse
 from ..kconfig import Config, resolve
-from ..machfile import RegionSpec
-from ..mm.boot import World, boot
-from ..mm.context import MM
+from ..mm.boot import boot
 from ..mm.protocol import PROTOCOLS
 from ..mm.regions import PTRS_PER_GROUP, Geometry
-from ..report import decode_violation, describe, mapping_members, violation_records
+from ..mm.ring import CLOCK_STEPS, EXPLORE_CAPACITY, RingLayout
+from ..report import violation_records
 from ..statefile import claim
 from ..trace.export import trace_of_world
-from ..trace.ring import CLOCK_STEPS, EXPLORE_CAPACITY, RingLayout
 from . import timeline as tl
+from .scenario import Env, Scenario
 from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
 from .stop import Stop, Stopped, Watchdog, catching
 from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
 from .tso import model_name, parse_model
-
-
-@dataclass
-class Env:
-    """What a scenario's scripts and checks see: the world and the setup's data
-    (a fresh copy for every execution, so scripts may change it)."""
-
-    world: World
-    data: dict
-    cpus: dict[str, int]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    roles: tuple[tuple[str, Callable[[MM, Env], None]], ...]
-    summary: str = ""
-    setup: Callable[[World], dict] | None = None
-    check: Callable[[Env], str | None] | None = None
-    observe: Callable[[Env], Hashable] | None = None
-    pages: int = 48
-    extra: tuple[RegionSpec, ...] = ()
-
-    def __init__(self, name: str, roles: Mapping[str, Callable] | Iterable[tuple[str, Callable]], *,
-                 summary: str = "", setup: Callable | None = None, check: Callable | None = None,
-                 observe: Callable | None = None, pages: int = 48, extra: Iterable[RegionSpec] = ()) -> None:
-        items = tuple(roles.items() if isinstance(roles, Mapping) else roles)
-        if not items:
-            raise ValueError("a scenario needs at least one role")
-        for attr, value in (("name", name), ("roles", items), ("summary", summary), ("setup", setup),
-                            ("check", check), ("observe", observe), ("pages", pages), ("extra", tuple(extra))):
-            object.__setattr__(self, attr, value)
-
-    @property
-    def role_names(self) -> list[str]:
-        return [r for r, _ in self.roles]
 
 
 @dataclass
@@ -236,14 +201,14 @@ class Session:
     def findings(self, outcome: str | None, env: Env) -> list[dict]:
         out = self._violations()
         if outcome is not None:
-            f = {"kind": outcome.split(":")[0], "detail": outcome}
+            f = {"kind": Kind.of(outcome.split(":")[0]), "detail": outcome}
             if outcome.startswith("exception") and self.runner.error:
                 f["traceback"] = self.runner.error  # the role's own frames: where it went wrong
             out.append(f)
         if self.scenario.check is not None:
             problem = self.scenario.check(env)
             if problem:
-                out.append({"kind": "invariant", "detail": problem})
+                out.append({"kind": Kind.INVARIANT, "detail": problem})
         if "lockdep" in self.checks:
             out.extend(lockdep.findings(self.world)[0])
         if self.runner.kcsan is not None:

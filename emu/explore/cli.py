@@ -13,6 +13,7 @@ from ..cliutil import (
     add_config_args,
     checks_arg,
     config_from_args,
+    cpu_arg,
     distinct_outputs,
     number,
     print_json,
@@ -26,16 +27,6 @@ from .schedule import ScheduleError
 from .stop import Stop, catching
 from .strategies import ENDLESS_DEFAULT, STRATEGIES
 from .tso import BARRIERS, MODELS
-
-
-def _cpu_arg(text: str) -> tuple[str, int]:
-    role, sep, cpu = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: want ROLE=ID, e.g. allocator=3")
-    try:
-        return role.strip(), int(cpu, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad --cpu {text!r}: {cpu!r} is not a CPU number") from None
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"stop after N schedules (default: dpor and dfs until complete; pct and random, which "
                         f"never are, {ENDLESS_DEFAULT} unless --time-limit is given)")
     g.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop after this long (default: none)")
-    g.add_argument("--cpu", type=_cpu_arg, action="append", default=[], metavar="ROLE=ID",
+    g.add_argument("--cpu", type=cpu_arg, action="append", default=[], metavar="ROLE=ID",
                    help="emulated CPU of a role (default 0, 1, 2 in the scenario's order)")
     g.add_argument("--minimize", action="store_true", help="shorten the counterexample: fewer preemptions")
     g.add_argument("--keep-going", action="store_true",

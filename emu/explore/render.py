@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..check.lockdep import FINDING_NAMES as LOCKDEP_KINDS
-from ..report import lockdep_line
+from ..findings import line
 from .api import Replayed, Result
 from .strategies import SAMPLING
 from .timeline import render as render_timeline
@@ -11,26 +10,6 @@ from .timeline import render as render_timeline
 
 def _n(count: int, what: str) -> str:
     return f"{count} {what}{'' if count == 1 else 's'}"
-
-
-def finding_line(f: dict) -> str:
-    if f["kind"] in LOCKDEP_KINDS:
-        return lockdep_line(f).strip()
-    if f["kind"] == "data race":
-        a, b = f["accesses"]
-        return (f"data race on {f['overlap']}: {_access(a)} and {_access(b)}, neither ordered before the other")
-    if "pfn" not in f:
-        return f"{f['kind']}: {f.get('detail', '')}"
-    extra = f", page really is {f['page_really_is']}" if f.get("page_really_is") else ""
-    members = f" ({', '.join(f['members_on_mapping'])})" if f.get("members_on_mapping") else ""
-    return (f"{f['kind']}: pfn {f['pfn']}, stable_node {f['stable_node'] or '-'}, expected key "
-            f"{f['expected'] or '-'}, mapping {f['mapping']} [{f['mapping_bytes']}]{members}{extra}; "
-            f"seen by {f['role']} on CPU {f['cpu']}")
-
-
-def _access(a: dict) -> str:
-    return (f"{a['marking']} {a['access']} {a['size']} by {a['role']} on CPU {a['cpu']} in "
-            f"{a['function'] or '?'} (step {a['step']}, {a['bytes']})")
 
 
 def result_json(r: Result) -> dict:
@@ -86,7 +65,7 @@ def result_text(r: Result) -> str:
     if r.stopped is not None:
         lines.append(f"{incomplete_because(r)}: {_n(len(r.counterexamples), 'counterexample')} found so far")
     for i, c in enumerate(r.counterexamples):
-        lines += ["  " + finding_line(f) for f in c.findings]
+        lines += ["  " + line(f) for f in c.findings]
         minimized = (f", minimized from {c.minimized_from['steps']} steps and "
                      f"{_n(c.minimized_from['preemptions'], 'preemption')}" if c.minimized_from else "")
         lines.append(f"counterexample: {c.steps} steps, {_n(c.preemptions, 'preemption')}{minimized}")
@@ -109,7 +88,7 @@ def replayed_text(r: Replayed) -> str:
         lines.append(f"replay {r.stopped} after {_n(len(r.timeline), 'step')}: no verdict")
     elif r.findings:
         lines.append("VIOLATION:")
-        lines += ["  " + finding_line(f) for f in r.findings]
+        lines += ["  " + line(f) for f in r.findings]
     else:
         lines.append("no violation")
     return "\n".join(lines)

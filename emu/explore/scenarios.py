@@ -19,7 +19,7 @@ from ..mm.refcount import get_page
 from ..mm.regions import PAGE_TABLE_LOCK_REL, PTRS_PER_GROUP
 from ..mm.spinlock import spin_lock, spin_unlock
 from ..mm.vmscan import shrink_page
-from .api import Env, Scenario
+from .scenario import Env, Scenario
 
 # -- setup ----------------------------------------------------------------------------------------
 SLOT_OTHER, SLOT_NEW = PTRS_PER_GROUP + 1, PTRS_PER_GROUP + 2  # in group 1: another page table, another lock

@@ -26,7 +26,7 @@ from functools import partial
 from greenlet import getcurrent, greenlet
 
 from ..check.kcsan import RaceDetector
-from ..mm.context import kernel_function
+from ..mm.kfunc import kernel_function
 from .access import GhostMem, SchedMem
 from .stop import Stop, Stopped
 from .tso import FENCED, STORES, StoreBuffers, TsoMem, parse_model

@@ -5,10 +5,11 @@ the read a violation rests on, the union members its bytes belong to."""
 
 from __future__ import annotations
 
-from ..report import describe, mapping_members
+from ..decode import describe, mapping_members
+from ..findings import OPENED_KINDS
 
 _LOADS = ("load", "load_once", "atomic_read")
-_OPENED = ("keyhole false open", "KSM page changed while referenced")
+_OPENED = OPENED_KINDS
 
 
 def steps_as_dicts(session: object, steps: list, findings: list[dict]) -> list[dict]:

@@ -18,13 +18,14 @@ from ..kconfig import Config
 from ..layout import Layout
 from ..lockword import lock_model, ptl_model
 from ..machine import Machine, MachineError, RegionSpec, attach, create
+from ..records import CONTROL_DTYPE
 from .context import MM
 from .mem import KernelAtomics
 from .page_alloc import alloc_page, freelist_init
 from .pgtable import set_pmd, vaddr
 from .protocol import PROTOCOLS, Protocol
 from .ptlock import mm_locks_init, pte_lock_init
-from .regions import CONTROL_DTYPE, PTRS_PER_GROUP, Geometry, Objects
+from .regions import PTRS_PER_GROUP, Geometry, Objects
 
 
 def offsets(m: Machine, geo: Geometry) -> dict[str, int | object]:

@@ -14,20 +14,18 @@ layout queries.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._atomics import ACQUIRE
 from ..check.truth import REPORT, Truth
 from ..clock import WALL, WallClock
-from .regions import COUNTERS_DTYPE
+from ..records import COUNTERS_DTYPE, ROLE_NAMES
 
 if TYPE_CHECKING:
     from .boot import World
 
 COUNTER_OFF = {name: COUNTERS_DTYPE.fields[name][1] for name in COUNTERS_DTYPE.names}
-ROLE_NAMES = ["launcher", "ksmd", "reclaim", "allocator"]  # as violation records store them
 PAGE_MAPPING_ANON, PAGE_MAPPING_KSM = 1, 2
 PG_LOCKED = 1 << 0  # page->flags bit 0, as in include/linux/page-flags.h
 
@@ -38,24 +36,6 @@ def cpu_relax(mm: MM, off: int, size: int, can: Callable[[int], bool], spins: in
     the emulated CPUs outnumber the real ones and the holder may be preempted."""
     if spins & 63 == 63:
         os.sched_yield()
-
-
-MM_DIR = "/emu/mm/"
-
-
-def kernel_function(depth: int = 2) -> str:
-    """`caller > callee`: the innermost two public emu.mm functions running
-    `depth` frames above this one (for reports; walks the stack, so not for hot paths)."""
-    f = sys._getframe(depth)
-    names: list[str] = []
-    while f is not None and len(names) < 2:
-        if MM_DIR in f.f_code.co_filename.replace("\\", "/"):
-            if not f.f_code.co_name.startswith("_"):
-                names.append(f.f_code.co_name)
-        elif names:
-            break
-        f = f.f_back
-    return " > ".join(reversed(names))
 
 
 class MM:

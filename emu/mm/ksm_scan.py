@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._ksm_sweep import sweep_get_ksm_page
-from ..check.shadow import FIELDS, KSM, SHADOW_DTYPE, W_ANON
+from ..check.shadow import FIELDS, KSM, W_ANON
 from ..check.violations import V_FALSE_OPEN
+from ..records import SHADOW_DTYPE
 from .context import MM, PAGE_MAPPING_ANON
 from .ksm import (
     StableTree,

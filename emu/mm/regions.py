@@ -25,31 +25,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..check.shadow import SHADOW_DTYPE
-from ..check.violations import VIOLATION_DTYPE, VIOLATION_NAMES
 from ..kconfig import Config
 from ..machine import RegionSpec
+from ..records import (
+    CONTROL_DTYPE,
+    COUNTERS_DTYPE,
+    LAT_SUB_BITS,
+    LATENCY_DTYPE,
+    PERCPU_DTYPE,
+    SHADOW_DTYPE,
+    VIOLATION_DTYPE,
+    lockdep_region_size,
+)
 from ..structs import kernel_for
-
-COUNTERS = ["get_ksm_page_ok", "get_ksm_page_stale", "stable_nodes_removed", "ksm_pages_merged",
-            "ksm_pages_created", "pages_freed", "pages_allocated", "alloc_failed", "reclaimed",
-            "reclaim_unmapped", "ksmd_scanned", "ksmd_passes", "ptl_locks", "pagetables_churned",
-            "rmap_items_removed", "violations", "nodes_freed_mid_free", "lockdep_findings"]
-COUNTERS_DTYPE = np.dtype([(name, "<u8") for name in COUNTERS])
-CONTROL_DTYPE = np.dtype([("stop", "<u4"), ("nr_free", "<i8"), ("nr_violations", "<u8"),
-                          ("nr_latencies", "<u8"),  # samples recorded, all kinds
-                          ("violations_by_kind", "<u8", (len(VIOLATION_NAMES),))],
-                         align=True)
-PERCPU_DTYPE = np.dtype({"names": ["rcu_nesting"], "formats": ["<i4"], "offsets": [0], "itemsize": 64})
-
-# Latency histogram: values below 2**LAT_SUB_BITS ns exact, above that 2**LAT_SUB_BITS
-# buckets per power of two, so a bucket's midpoint is within LAT_REL_ERROR of
-# any value in it: every sample counted, in a fixed 15 KiB per kind.
-LAT_SUB_BITS = 5
-LAT_NBUCKETS = (64 - LAT_SUB_BITS + 1) << LAT_SUB_BITS
-LAT_REL_ERROR = 2.0 ** -(LAT_SUB_BITS + 1)
-LAT_ANON, LAT_KSM = 0, 1  # record index: what the freed page was
-LATENCY_DTYPE = np.dtype([("max", "<u8"), ("buckets", "<u8", (LAT_NBUCKETS,))])
 
 
 def latency_bucket(ns: int) -> int:
@@ -163,12 +151,6 @@ class Objects:
     def of_allocator(self, i: int) -> dict[str, int]:
         return {"anon_vma": self.anon_vma[i], "address_space": self.address_space[i],
                 "kmem_cache": self.kmem_cache[i], "driver": self.driver[i], "mm_struct": self.mm_struct[i]}
-
-
-def lockdep_region_size() -> int:
-    from ..check.lockdep import region_size
-
-    return region_size()
 
 
 def log2_ceil(n: int) -> int:

@@ -1,5 +1,5 @@
 """The trace hooks of the kernel functions: `@traced("name")` at a function
-makes its call a slice (begin and end records in the CPU's ring, emu.trace.ring),
+makes its call a slice (begin and end records in the CPU's ring, emu.mm.ring),
 and `mm.tr`, None unless the run is traced, is what the few hooks inside
 functions call (a spinlock taken and released, a violation, ksmd's batch).
 
@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from ..check.shadow import KSM, SHADOW_DTYPE
-from ..trace.ring import (
+from ..check.shadow import KSM
+from ..records import SHADOW_DTYPE
+from .context import COUNTER_OFF
+from .ring import (
     CODE,
     EVENT_DTYPE,
     GAUGES,
@@ -32,7 +34,6 @@ from ..trace.ring import (
     RingLayout,
     RingWriter,
 )
-from .context import COUNTER_OFF
 
 if TYPE_CHECKING:
     from .boot import World

@@ -6,8 +6,7 @@ under a controlled schedule, the step number."""
 
 from __future__ import annotations
 
-from .decode import TraceContext, slice_args, slice_name
-from .ring import (
+from ..mm.ring import (
     CLOCK_STEPS,
     GAUGES,
     LOCK_HELD,
@@ -19,6 +18,7 @@ from .ring import (
     Ring,
     RingLayout,
 )
+from .decode import TraceContext, slice_args, slice_name
 from .slices import pair
 
 PID = 1

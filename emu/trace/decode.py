@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..check.shadow import STATE_NAMES
-from .ring import CODE, LOCK_HELD, NAMES, SCAN_BATCH
+from ..mm.ring import CODE, LOCK_HELD, NAMES, SCAN_BATCH
 from .slices import Slice
 
 

@@ -3,12 +3,18 @@ replay) or through a run's RunView (the launcher never maps a live run)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ..report import decode_violation, mapping_members
+from ..decode import decode_violation, mapping_members
+from ..mm.ring import Ring, RingLayout, read_rings
 from .chrome import chrome_trace
 from .decode import TraceContext
-from .ring import Ring, RingLayout, read_rings
+
+if TYPE_CHECKING:
+    from ..mm.boot import World
+    from ..runview import RunView
 
 
 def decoded_violations(m: object, records: np.ndarray) -> dict[int, dict]:
@@ -26,14 +32,14 @@ def ring_summary(rings: list[Ring]) -> dict:
             "per_role": {r.name: {"cpu": r.cpu, "written": r.written, "dropped": r.dropped} for r in rings}}
 
 
-def world_rings(world: object) -> tuple[RingLayout, list[Ring]]:
+def world_rings(world: World) -> tuple[RingLayout, list[Ring]]:
     m = world.machine
     region = m.region("trace")
     lay = RingLayout.from_meta(m.meta.get("trace"), region.size)
     return lay, read_rings(bytes(m.mm[region.offset:region.offset + lay.size]), lay)
 
 
-def trace_of_world(world: object, title: str, other: dict | None = None) -> tuple[dict, dict]:
+def trace_of_world(world: World, title: str, other: dict | None = None) -> tuple[dict, dict]:
     """(the Chrome trace, its ring summary) of a mapped world."""
     from ..report import violation_records
 
@@ -42,7 +48,7 @@ def trace_of_world(world: object, title: str, other: dict | None = None) -> tupl
     return chrome_trace(TraceContext.of(world.machine), lay, rings, viol, title, other), ring_summary(rings)
 
 
-def trace_of_view(view: object, ctx: TraceContext, lay: RingLayout, title: str,
+def trace_of_view(view: RunView, ctx: TraceContext, lay: RingLayout, title: str,
                   other: dict | None = None) -> tuple[dict, dict]:
     """(the Chrome trace, its ring summary) of a run, read with pread."""
     rings = read_rings(view.read_region("trace", lay.size), lay)

@@ -4,10 +4,10 @@ made a KSM page, unmapped, freed, its ptl taken, a violation seen on it."""
 
 from __future__ import annotations
 
+from ..decode import decode_violation, mapping_members
 from ..machine import Machine, MachineError
-from ..report import decode_violation, mapping_members
+from ..mm.ring import CLOCK_STEPS, CODE, LOCK_HELD, NAMES, PH_INSTANT, VIOLATION, RingLayout, read_rings
 from .decode import TraceContext, slice_args, slice_name, slice_pfn
-from .ring import CLOCK_STEPS, CODE, LOCK_HELD, NAMES, PH_INSTANT, VIOLATION, RingLayout, read_rings
 from .slices import pair
 
 # where the page's change happens at the slice's end (the pfn is its result, or
@@ -94,8 +94,7 @@ def history(m: Machine, pfn: int) -> dict:
 
 
 def _violations(m: Machine) -> dict[int, dict]:
-    from ..check.violations import VIOLATION_DTYPE
-    from ..mm.regions import CONTROL_DTYPE
+    from ..records import CONTROL_DTYPE, VIOLATION_DTYPE
 
     if "violations" not in m.regions or "control" not in m.regions:
         return {}

@@ -6,20 +6,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..machfile import RegionSpec
+from ..mm.ring import CLOCK_WALL, RUN_CAPACITY, RingLayout
 from .decode import TraceContext
 from .export import trace_of_view
 from .output import TraceFileError, write_trace
-from .ring import CLOCK_WALL, RUN_CAPACITY, RingLayout
+
+if TYPE_CHECKING:
+    from ..mm.boot import World
+    from ..runspec import RunSpec
+    from ..runview import RunView
 
 
-def layout(spec: object) -> RingLayout:
+def layout(spec: RunSpec) -> RingLayout:
     names = spec.role_names()
     return RingLayout(tuple(names), tuple(spec.cpus[n] for n in names), RUN_CAPACITY, CLOCK_WALL)
 
 
-def region_and_meta(spec: object) -> tuple[list[RegionSpec], dict]:
+def region_and_meta(spec: RunSpec) -> tuple[list[RegionSpec], dict]:
     """What boot adds for a traced run: the rings' region and their description."""
     if not spec.trace:
         return [], {}
@@ -27,7 +33,7 @@ def region_and_meta(spec: object) -> tuple[list[RegionSpec], dict]:
     return [lay.region()], {"trace": lay.meta()}
 
 
-def start_role(spec: object, world: object) -> None:
+def start_role(spec: RunSpec, world: World) -> None:
     """In a role's process, before its context is made: its ring is its role's."""
     if spec.trace:
         from ..mm.trace import TraceRings
@@ -41,11 +47,11 @@ class Export:
     lay: RingLayout
 
     @classmethod
-    def before_close(cls, spec: object, world: object) -> Export | None:
+    def before_close(cls, spec: RunSpec, world: World) -> Export | None:
         """What the launcher keeps of the machine to decode the trace after unmapping it."""
         return cls(TraceContext.of(world.machine), layout(spec)) if spec.trace else None
 
-    def write(self, spec: object, view: object, summary: dict) -> dict:
+    def write(self, spec: RunSpec, view: RunView, summary: dict) -> dict:
         """Write the trace; what the summary says of it."""
         c = spec.cfg
         title = f"ksm-emu run: {c.arch.name} {c.kernel}, protocol {spec.protocol}, {spec.pages} pages"

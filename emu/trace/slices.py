@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ring import LOCK_HELD, PH_BEGIN, PH_END, Ring
+from ..mm.ring import LOCK_HELD, PH_BEGIN, PH_END, Ring
 
 
 @dataclass

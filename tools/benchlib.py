@@ -1,23 +1,58 @@
-"""A/B run benchmarks: `ksm-emu run`s of two settings alternated per
-workload (so drift hits both alike), with medians and the B/A ratio. Used by
-bench_checks.py and bench_trace.py, which say what A and B are."""
+"""What the benchmarks share: progress on stderr, SIGTERM as Ctrl-C, one
+scratch directory (in /dev/shm where there is one) removed at the end,
+`ksm-emu run --json` as a function, the goals line, and the A/B loop:
+`ksm-emu run`s of two settings alternated per workload (so drift hits both
+alike), with medians and the B/A ratio (bench_checks.py, bench_trace.py)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = {"default": [], "busy-ksmd": ["--ksmd-sleep-ms", "0"]}
+
+
+def say(name: str, text: str) -> None:
+    """A progress line on stderr, named for the benchmark."""
+    sys.stderr.write(f"{name}: {text}\n")
+    sys.stderr.flush()
 
 
 def _stop(signum, frame):
     raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops a benchmark as Ctrl-C does, so its scratch files are removed."""
+    signal.signal(signal.SIGTERM, _stop)
+
+
+def scratch(prefix: str = "bench-") -> tempfile.TemporaryDirectory:
+    """A temporary directory for state files: in /dev/shm where there is one (a run's file is its memory)."""
+    return tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None, prefix=prefix)
+
+
+def run_json(state: Path, flags: list[str], timeout: float = 900) -> dict:
+    """`ksm-emu run --json` with `flags` into the state file `state` (removed after); its summary."""
+    r = subprocess.run([sys.executable, "-m", "emu.cli", "run", "--json", "--no-progress", "--state", str(state),
+                        *flags], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    state.unlink(missing_ok=True)
+    if r.returncode not in (0, 1):
+        raise RuntimeError(f"run failed ({r.returncode}): {r.stderr[-500:]}")
+    return json.loads(r.stdout)
+
+
+def goals_line(goals: Mapping[str, bool]) -> str:
+    return "goals: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in goals.items())
 
 
 def parser(doc: str, what: str) -> argparse.ArgumentParser:
@@ -35,11 +70,11 @@ def measure(p: argparse.ArgumentParser, args: argparse.Namespace, kinds: tuple[s
     """Alternate one_run(dir, flags, kind) for kinds (A, B) per workload; B/A ratios."""
     if args.pairs < 1 or args.duration <= 0 or args.pages < 1024:
         p.error("--pairs and --duration must be positive, --pages at least 1024")
-    signal.signal(signal.SIGTERM, _stop)
+    stop_on_sigterm()
     names = list(WORKLOADS) if args.workload == "both" else [args.workload]
     a, b = kinds
     out: dict = {"pairs": args.pairs, "duration_s": args.duration, "pages": args.pages, "goal": 0.8, "workloads": {}}
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+    with scratch() as d:
         for name in names:
             flags = ["--duration", str(args.duration), "--pages", str(args.pages), *WORKLOADS[name]]
             rows: dict[str, list[dict]] = {a: [], b: []}

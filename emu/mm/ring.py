@@ -1,4 +1,4 @@
-"""The trace rings: one bounded ring of fixed-size event records per traced
+"""The trace rings (written by emu/mm/trace.py's hooks, read by emu/trace/): one bounded ring of fixed-size event records per traced
 CPU, in a region ("trace") of the machine file.
 
 Each ring has one writer, the CPU's own process (or greenlet), so writing
@@ -16,21 +16,17 @@ machine header's meta under "trace", so a reader needs nothing else.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..machfile import RegionSpec
+from ..records import EVENT_DTYPE, EVENT_PACK
 
 # ph: what a record is
 PH_BEGIN, PH_END, PH_INSTANT, PH_COUNTER = 1, 2, 3, 4
-EVENT_DTYPE = np.dtype([("ts", "<u8"), ("seq", "<u8"), ("a", "<i8"), ("b", "<u8"),
-                        ("code", "<u2"), ("ph", "<u1"), ("pad", "u1", (5,))])
-# a signed (a result may be -1), b unsigned (an address); PACK writes EVENT_DTYPE's bytes in one call
-PACK = struct.Struct("<QQqQHB5x")
+PACK = EVENT_PACK
 _REC = EVENT_DTYPE.itemsize
-assert PACK.size == _REC
 
 # codes: the kernel functions traced (their kernel names), then the emulator's own slices and marks
 FUNCTIONS = ("get_ksm_page", "try_to_unmap", "free_hot_cold_page", "do_anonymous_page", "alloc_page",
