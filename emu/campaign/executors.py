@@ -8,7 +8,7 @@ import multiprocessing as mp
 import signal
 from collections.abc import Iterator
 
-from ..supervise import _die_with_parent
+from ..scratch import die_with_parent
 from .jobs import run_job
 
 CONNECT_TIMEOUT_S = 5
@@ -19,7 +19,7 @@ class SchedulerError(ValueError):
 
 
 def _pool_worker(parent: int) -> None:
-    _die_with_parent(parent)  # a SIGKILLed campaign leaves no workers behind
+    die_with_parent(parent)  # a SIGKILLed campaign leaves no workers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle
     for s in (signal.SIGTERM, signal.SIGHUP):  # Pool.terminate's SIGTERM ends a worker, quietly
         signal.signal(s, signal.SIG_DFL)

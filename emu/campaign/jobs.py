@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -33,13 +32,16 @@ def worker_name() -> str:
 
 
 def _explore(job: dict) -> dict:
-    from ..explore.api import explore
+    from ..explore.api import Interrupted, explore
     from ..explore.scenarios import SCENARIOS
     from .spec import config_of
 
-    r = explore(SCENARIOS[job["scenario"]], config_of(job["config"]), protocol=job["protocol"],
-                strategy=job["strategy"], schedules=job["schedules"], seed=job["seed"], depth=job.get("depth", 3),
-                cpus=job["cpus"], time_limit=job.get("time_limit"))
+    try:
+        r = explore(SCENARIOS[job["scenario"]], config_of(job["config"]), protocol=job["protocol"],
+                    strategy=job["strategy"], schedules=job["schedules"], seed=job["seed"],
+                    depth=job.get("depth", 3), cpus=job["cpus"], time_limit=job.get("time_limit"))
+    except Interrupted:  # a signal to this pool worker (Pool.terminate's SIGTERM): its end, quietly
+        raise SystemExit(1) from None
     cx = r.counterexample
     findings = cx.findings if cx else []
     return {"verdict": "violation" if cx else "clean", "violations": len(findings),
@@ -64,11 +66,13 @@ def run_argv(job: dict, state: str) -> list[str]:
 
 
 def _run(job: dict) -> dict:
-    with tempfile.TemporaryDirectory(prefix="ksm-campaign-",
-                                     dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
-        argv = run_argv(job, os.path.join(d, "run.state"))
+    from ..scratch import preexec_die_with_parent, scratch_dir
+
+    with scratch_dir("campaign") as d:  # the janitor removes it if this worker is killed
+        argv = run_argv(job, str(d.path / "run.state"))
+        # the run (and so its roles) dies with this worker, whatever ends it
         p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                           timeout=job["duration"] + 120)
+                           timeout=job["duration"] + 120, preexec_fn=preexec_die_with_parent())
     if p.returncode not in (0, 1) or not p.stdout.strip():
         raise RuntimeError(f"ksm-emu run exited {p.returncode}: {(p.stderr.strip().splitlines() or [''])[-1]}")
     s = json.loads(p.stdout)

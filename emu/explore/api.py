@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -31,6 +30,7 @@ from ..mm.context import MM
 from ..mm.protocol import PROTOCOLS
 from ..mm.regions import PTRS_PER_GROUP, Geometry
 from ..report import decode_violation, describe, mapping_members, violation_records
+from ..scratch import scratch_dir
 from ..statefile import claim
 from ..trace.export import trace_of_world
 from ..trace.ring import CLOCK_STEPS, EXPLORE_CAPACITY, RingLayout
@@ -166,8 +166,7 @@ class Session:
         self._tmp = self._claimed = None
         fd = None
         if state is None:  # a temporary file of ours, gone with the session
-            self._tmp = tempfile.TemporaryDirectory(prefix="ksm-explore-",
-                                                    dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            self._tmp = scratch_dir("explore")  # removed by close(), or by the janitor if we die
             state = Path(self._tmp.name) / "explore.state"
         else:  # the user's: created as run creates it (new, private, locked), never over a file
             self._claimed = claim(state, overwrite)
