@@ -3,6 +3,7 @@ no traceback, nothing created, no existing file changed. A table of bad
 invocations of `ksm-emu run`, `kmem`, `explore`, `replay` and every `ksm-layout`
 subcommand, and of hostile state files given to kmem."""
 
+import fcntl
 import hashlib
 import json
 import os
@@ -79,12 +80,27 @@ def work(tmp_path_factory):
     big.write_bytes(good.read_bytes())
     with open(big, "r+b") as f:
         f.write(PREFIX.pack(b"KSMEMU\x00\x01", 1, HEADER_MAX + 1))
-    from emu.campaign.spec import example
+    from emu.campaign.spec import example, parse
 
     (d / "spec.json").write_text(example())
     for name, text in BAD_SPECS.items():
         (d / f"{name}.json").write_text(text)
-    return d
+    # issue 15: a live run's state file (its flock held, as by a run), an
+    # unrelated one-line JSON file, another SPEC's results, a locked results file
+    (d / "live.state").write_bytes(good.read_bytes())
+    held = os.open(d / "live.state", os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    (d / "settings.json").write_text('{"theme": "dark"}')
+    job = parse(example())[-1]
+    rec = {"job": job, "verdict": "clean", "violations": 0, "kinds": [], "replay": None, "detail": {},
+           "worker": "w:1", "elapsed_s": 1.0}
+    (d / "other.results.jsonl").write_text(json.dumps({**rec, "job": {**job, "seed": 99}}) + "\n")
+    (d / "busy.results.jsonl").write_text(json.dumps(rec) + "\n")
+    busy = os.open(d / "busy.results.jsonl", os.O_RDONLY)
+    fcntl.flock(busy, fcntl.LOCK_EX)  # as a campaign writing it holds it
+    yield d
+    os.close(held)
+    os.close(busy)
 
 
 BAD_SPECS = {  # campaign SPECs: each malformed in one way
@@ -100,6 +116,9 @@ BAD_SPECS = {  # campaign SPECs: each malformed in one way
                + str(list(range(1000))) + '}}',
     "nr-cpus": '{"run": {"configs": [{"disable": ["SMP"]}]}}', "time-limit": '{"explore": {"time_limit": "soon"}}',
     "endless": '{"explore": {"strategy": "random"}}',
+    "dup-seeds": '{"explore": {"strategy": "pct", "schedules": 1, "seeds": [1, 1, "0x1"]}}',  # issue 15 item 12
+    "dup-config": '{"run": {"configs": [{}, {"arch": "x86_64"}]}}',
+    "direct-map": '{"explore": {"configs": [{"page_offset": "0xffffffffffffff00"}]}}',  # item 15
 }
 
 
@@ -121,6 +140,8 @@ RUN = [
     ["--trace", "/nonexistent/dir/t.json"], ["--trace", "fifo"], ["--trace", "fifo", "--overwrite"],
     ["--trace", "notes.txt"], ["--trace", "sub"], ["--trace", "sub/"], ["--trace", "link.state", "--overwrite"],
     ["--trace", "notes.txt/t.json"], ["--trace", ""],
+    ["--state", "ksmx.out", "--trace", "ksmx.out", "--overwrite"], ["--state", "ksmx.out", "--trace", "ksmx.out"],
+    ["--trace", "live.state", "--overwrite"],  # issue 15 items 6 and 5
 ]
 KMEM = [
     ["missing.state"], ["sub"], ["fifo"], ["notes.txt"], ["loop"], ["notes.txt/x"], ["n" * 300], ["/dev/null"],
@@ -146,6 +167,8 @@ EXPLORE = [  # the state file flags as run takes them; the rest are in test_expl
     ["--state", "/nonexistent/dir/x"], ["--overwrite"], ["--all", "--state", "x.state"],
     ["--trace", "/nonexistent/dir/t.json"], ["--trace", "fifo"], ["--trace", "notes.txt"], ["--trace", "sub"],
     ["--all", "--trace", "t.json"],
+    ["--trace", "live.state", "--overwrite"],  # issue 15 item 5
+    ["--page-offset", "0xffffffffffffff00"], ["--arch", "i386", "--page-offset", "0xfffff000"],  # item 15
 ]
 REPLAY = [["spec.json", "--trace", "spec.json", "--overwrite"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.state"], ["/dev/null"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--overwrite"],
@@ -153,13 +176,21 @@ REPLAY = [["spec.json", "--trace", "spec.json", "--overwrite"], ["notes.txt"], [
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "fifo"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "notes.txt"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "/nonexistent/t"],
-          ["ksmx1:bogus", "--trace", "t.json"]]
+          ["ksmx1:bogus", "--trace", "t.json"],
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "live.state",
+           "--overwrite"],  # issue 15 item 5
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33/po=0xffffffffffffff00:ksmd=0,reclaim=1,allocator=2:0"],  # item 15
+          ]
 CAMPAIGN = [["spec.json", "--out", "spec.json"], ["spec.json", "--out", "notes.txt"], ["--example", "--jobs", "0"],
             [], ["missing.json"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["--example", "spec.json"],
             ["spec.json", "--jobs", "0"], ["spec.json", "--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"],
             ["spec.json", "--out", "sub"], ["spec.json", "--out", "fifo"], ["spec.json", "--out", "nodir/x.jsonl"],
             ["spec.json", "--scheduler", "localhost:8786"], ["spec.json", "--scheduler", "tcp://127.0.0.1:9"],
-            *([f"{name}.json"] for name in BAD_SPECS)]
+            *([f"{name}.json"] for name in BAD_SPECS),
+            # issue 15: items 4, 22 (another SPEC's results, --scheduler ''), 17, 12 (the results file's lock)
+            ["spec.json", "--out", "settings.json"], ["spec.json", "--out", "other.results.jsonl"],
+            ["spec.json", "--scheduler", ""], ["spec.json", "--scheduler", "ucx://127.0.0.1:1"],
+            ["spec.json", "--scheduler", "tls://127.0.0.1:1"], ["spec.json", "--out", "busy.results.jsonl"]]
 EXPERIMENT = [["reclaim", "--plot", ""], ["reclaim", "--plot", "x.png/"], ["reclaim", "--plot", "old.png"],
               ["reclaim", "--overwrite"], [], ["frob"], ["reclaim", "--rates", "x"], ["reclaim", "--rates", "0"], ["reclaim", "--rates", "5,5"],
               ["reclaim", "--pages", "10"], ["reclaim", "--duration", "0"], ["reclaim", "--duration", "nan"],

@@ -47,11 +47,13 @@ def connect(address: str):
     except ImportError:
         raise SchedulerError("--scheduler needs Dask: pip install 'ksm-emu[dask]' "
                              "(or: pip install 'dask[distributed]')") from None
-    if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+    # tcp only: tls:// needs certificates we take no flags for, ucx:// a
+    # package few have, inproc:// is this process (both raised TypeError)
+    if not address.startswith("tcp://") or len(address) <= len("tcp://"):
         raise SchedulerError(f"--scheduler {address}: want tcp://HOST:PORT")
     try:
         return Client(address, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, ValueError) as e:
+    except (OSError, TimeoutError, ValueError, TypeError, ImportError) as e:
         raise SchedulerError(f"--scheduler {address}: cannot reach it ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'no answer'})") from None
 

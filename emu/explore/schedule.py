@@ -71,10 +71,14 @@ def decode_config(text: str) -> Config:
             kw[keys[key]] = int(value, 0)
         except ValueError:
             raise ScheduleError(f"bad number {value!r} in config item {p!r}") from None
+    from ..hazard import DirectMapError, analyse
+
     try:
-        return resolve(parts[0], parts[1], **kw)
-    except ConfigError as e:
+        cfg = resolve(parts[0], parts[1], **kw)
+        analyse(cfg)  # a direct map that cannot fit (po=) is a bad string, as explore's flags are
+    except (ConfigError, DirectMapError) as e:
         raise ScheduleError(f"config {text!r}: {e}") from None
+    return cfg
 
 
 def encode_steps(choices: tuple[int, ...] | list[int]) -> str:

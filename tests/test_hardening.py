@@ -1,0 +1,139 @@
+"""Issue 15's hardening items that are not a line in test_cli_errors' table:
+the output-path rules (write beside, rename, never follow a planted symlink),
+the campaign results file (lock, foreign files), replay's inputs, and the
+Python API's argument validator."""
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emu.cliutil import UserError, check_output_path, live_state, write_beside
+
+ROOT = Path(__file__).resolve().parent.parent
+EMU = [sys.executable, "-m", "emu.cli"]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def emu(*args, cwd, timeout=120):
+    return subprocess.run([*EMU, *args], cwd=cwd, capture_output=True, text=True, env=ENV,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+# -- item 11: a symlink planted between the check and the write is never followed ---------------
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_plot_symlink_planted_meanwhile_is_not_followed(tmp_path, overwrite):
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    out = tmp_path / "cdf.png"
+    check_output_path(out, "--plot", overwrite)
+
+    def write(f):
+        os.symlink(target, out)  # planted while the experiment ran
+        f.write(b"PNG")
+
+    if overwrite:
+        write_beside(out, "--plot", True, write)
+        assert not out.is_symlink() and out.read_bytes() == b"PNG"
+    else:
+        with pytest.raises(UserError, match="exists"):
+            write_beside(out, "--plot", False, write)
+        assert out.is_symlink()
+    assert target.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cdf.png", "precious"]  # no temporary left
+
+
+def test_plot_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    out = tmp_path / "cdf.png"
+    os.symlink(target, tmp_path / f".cdf.png.{os.getpid()}.tmp")
+    with pytest.raises(UserError, match="cannot create"):
+        write_beside(out, "--plot", True, lambda f: f.write(b"PNG"))
+    assert target.read_text() == "keep me" and not out.exists()
+
+
+# -- item 18: the --plot directory removed mid-run is one line, not FileNotFoundError -----------
+def test_plot_directory_removed_midrun_is_a_user_error(tmp_path):
+    d = tmp_path / "plots"
+    d.mkdir()
+    out = d / "cdf.png"
+    check_output_path(out, "--plot", False)
+    d.rmdir()
+    with pytest.raises(UserError, match="--plot .*cdf.png"):
+        write_beside(out, "--plot", False, lambda f: f.write(b"PNG"))
+
+
+# -- item 5: a live run's state file is refused by every output flag ----------------------------
+def test_live_state_is_refused_as_an_output(tmp_path):
+    live = tmp_path / "live.state"
+    live.write_bytes(b"KSMEMU\x00\x01")
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert live_state(live)
+        for flag in ("--trace", "--plot", "--out"):
+            with pytest.raises(UserError, match="live run"):
+                check_output_path(live, flag, True)
+        with pytest.raises(UserError, match="live run"):
+            write_beside(live, "--trace", True, lambda f: f.write(b"{}"))
+    finally:
+        os.close(fd)
+    assert live.read_bytes() == b"KSMEMU\x00\x01"
+    assert not live_state(live)
+
+
+# -- item 6: replay reads a file whose name begins "ksmx" ---------------------------------------
+def test_replay_reads_a_file_named_ksmx(tmp_path):
+    from emu.explore.api import explore
+    from emu.explore.scenarios import SCENARIOS
+
+    r = explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck", strategy="dpor")
+    assert r.counterexample is not None
+    (tmp_path / "ksmx-named.json").write_text(json.dumps({"replay": r.counterexample.schedule}))
+    p = emu("replay", "ksmx-named.json", "--json", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    out = json.loads(p.stdout)
+    assert out["violations"] and out["schedule"] == r.counterexample.schedule
+    # item 20: replay reads its own --json too
+    (tmp_path / "again.json").write_text(p.stdout)
+    q = emu("replay", "again.json", "--json", cwd=tmp_path)
+    assert q.returncode == 1 and json.loads(q.stdout)["schedule"] == r.counterexample.schedule, q.stderr
+
+
+# -- items 22 and 12: the campaign results file ------------------------------------------------
+def _record(job, **kw):
+    return {"job": job, "verdict": "clean", "violations": 0, "kinds": [], "replay": None, "detail": {},
+            "worker": "w:1", "elapsed_s": 1.0, **kw}
+
+
+def test_campaign_reruns_errored_jobs_and_prints_no_forged_text(tmp_path):
+    from emu.campaign.spec import key, parse
+
+    spec = {"explore": {"scenarios": ["stale-node"], "protocols": ["keyhole", "refcount", "keyhole-no-recheck"]}}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    a, b, c = parse(json.dumps(spec))
+    forged = [_record(a, verdict="error", detail={"error": "boom\x1b[2J\nline | two"}),  # errored: runs again
+              _record(b, verdict="violation", violations=1, kinds=["x"], replay="ksmx1:$(touch pwned)"),
+              _record(c, kinds=["\x1b[31mred"])]
+    (tmp_path / "s.results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in forged))
+    p = emu("campaign", "s.json", "--jobs", "1", "--no-progress", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "1 job(s) that errored last time run again" in p.stderr
+    assert "2 unreadable line(s)" in p.stderr
+    assert "\x1b" not in p.stdout + p.stderr and "pwned" not in p.stdout
+    assert "3 run now" in p.stdout
+    recs = [json.loads(line) for line in (tmp_path / "s.results.jsonl").read_text().splitlines()]
+    last = {key(r["job"]): r["verdict"] for r in recs}
+    assert last == {key(a): "clean", key(b): "clean", key(c): "violation"}
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_markdown_cells_escape_forged_text():
+    from emu.cliutil import printable
+
+    assert printable("a|b\nc\x1b[31m") == "a\\|b\\nc\\x1b[31m"
