@@ -170,6 +170,7 @@ EXPLORE = [  # the state file flags as run takes them; the rest are in test_expl
     ["--trace", "live.state", "--overwrite"],  # issue 15 item 5
     ["--page-offset", "0xffffffffffffff00"], ["--arch", "i386", "--page-offset", "0xfffff000"],  # item 15
 ]
+_NR = "ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x13.1x30.2x23.0x2"
 REPLAY = [["spec.json", "--trace", "spec.json", "--overwrite"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.state"], ["/dev/null"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--overwrite"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--state", "good.state"],
@@ -180,7 +181,11 @@ REPLAY = [["spec.json", "--trace", "spec.json", "--overwrite"], ["notes.txt"], [
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "live.state",
            "--overwrite"],  # issue 15 item 5
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33/po=0xffffffffffffff00:ksmd=0,reclaim=1,allocator=2:0"],  # item 15
-          ]
+          # items 7, 14, 20: CPU ids range-checked (no 2.5 GB world), ASCII digits, a bounded step count,
+          # each role once, no steps after the execution's end
+          [_NR.replace("ksmd=0", "ksmd=20000000")], [_NR.replace("ksmd=0", "ksmd=64")],
+          [_NR.replace("ksmd=0", "ksmd=\u00b2")], [_NR.replace("ksmd=0", "ksmd=0,ksmd=1")],
+          [_NR.replace(":0x13.", ":0x" + "9" * 4400 + ".")], [_NR + ".1"]]
 CAMPAIGN = [["spec.json", "--out", "spec.json"], ["spec.json", "--out", "notes.txt"], ["--example", "--jobs", "0"],
             [], ["missing.json"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["--example", "spec.json"],
             ["spec.json", "--jobs", "0"], ["spec.json", "--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"],

@@ -487,6 +487,12 @@ def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int]
         try:
             outcome, env = session.run(Replay(list(choices)), record=True)
             stopped = stop.reason if outcome is not None and outcome == stop.reason else None
+            ran = len(session.runner.recording or ())
+            if stopped is None and ran < len(choices):  # steps the execution never asked for
+                from .dpor import Nondeterminism
+
+                raise Nondeterminism(f"the execution ended after {ran} steps, but the schedule has "
+                                     f"{len(choices) - ran} more: not this scenario's schedule")
             findings = session.findings(outcome, env) if stopped is None else []
             timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
             r = Replayed(session.schedule(choices), findings, timeline, session.trace(choices), stopped)
