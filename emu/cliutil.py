@@ -229,14 +229,13 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
 def checks_arg(text: str) -> frozenset:
     """--checks: a comma-separated list of emu.check's checkers, or none."""
     from .check import CHECKS  # here, not at the top: ksm-layout imports this module and needs no emu.check
+    from .explore.validate import checks_of  # the API's own check
 
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if names == ["none"]:
-        return frozenset()
-    bad = [n for n in names if n not in CHECKS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: want a comma-separated list of {', '.join(CHECKS)}, or none")
-    return frozenset(names)
+    try:
+        return checks_of(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want a comma-separated list of {', '.join(CHECKS)}, "
+                                         "or none") from None
 
 
 def distinct_outputs(*named: tuple[str, str | None]) -> None:

@@ -137,3 +137,64 @@ def test_markdown_cells_escape_forged_text():
     from emu.cliutil import printable
 
     assert printable("a|b\nc\x1b[31m") == "a\\|b\\nc\\x1b[31m"
+
+
+# -- items 10, 13, 25: the API's arguments, checked by the validator the CLI shares -------------
+def _idle(mm, env):
+    pass
+
+
+def test_api_load_of_ten_million_bytes_is_a_finding_at_once():
+    import resource
+    import time
+
+    from emu.explore.api import Scenario, explore
+
+    def big(mm, env):
+        mm.a.load(4096, 10**7)
+
+    t0, rss0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    r = explore(Scenario("big", [("a", big), ("b", _idle)]), strategy="dfs", schedules=2)
+    assert time.perf_counter() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024  # KB: no 2.7 GB walk
+    assert not r.holds and "field size must be 1, 2, 4 or 8 bytes" in r.counterexample.findings[0]["detail"]
+
+
+@pytest.mark.parametrize("checks, want", [("kcsan", {"kcsan"}), ("none", set()), ("lockdep,kcsan", {"lockdep", "kcsan"}),
+                                          (["lockdep"], {"lockdep"}), ((), set())])
+def test_api_checks_as_the_cli_takes_them(checks, want):
+    from emu.explore.api import Scenario, explore
+
+    assert explore(Scenario("c", [("a", _idle)]), checks=checks).checks == want
+
+
+@pytest.mark.parametrize("checks", [["kcsn"], "kcsn", "lockdep,kcsn", "", 5])
+def test_api_unknown_checker_is_an_error_not_checking_off(checks):
+    from emu.explore.api import Scenario, explore, replay
+
+    with pytest.raises((ValueError, TypeError), match="checks"):
+        explore(Scenario("c", [("a", _idle)]), checks=checks)
+    with pytest.raises((ValueError, TypeError), match="checks"):
+        replay("ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", checks=checks)
+
+
+@pytest.mark.parametrize("name, role, kw, msg", [
+    ("a:b", "x", {}, "scenario name"), ("a,b", "x", {}, "scenario name"), ("ok", "x=y", {}, "role name"),
+    ("ok", "x:y", {}, "role name"), ("ok", "x", {"pages": -1}, "pages -1"), ("ok", "x", {"pages": 1.5}, "pages"),
+])
+def test_api_names_that_break_replay_strings_and_bad_pages_are_refused(name, role, kw, msg):
+    from emu.explore.api import Scenario, explore
+
+    with pytest.raises((ValueError, TypeError), match=msg):
+        explore(Scenario(name, [(role, _idle)], **kw))
+
+
+@pytest.mark.parametrize("kw, msg", [({"strategy": "bfs"}, "strategy"), ({"schedules": 0}, "schedules"),
+                                     ({"depth": 0}, "depth"), ({"time_limit": float("nan")}, "time_limit"),
+                                     ({"time_limit": -1}, "time_limit"), ({"preemption_bound": -1}, "preemption"),
+                                     ({"protocol": "magic"}, "protocol"), ({"schedules": "10"}, "schedules")])
+def test_api_numbers_checked_as_the_cli_checks_them(kw, msg):
+    from emu.explore.api import Scenario, explore
+
+    with pytest.raises((ValueError, TypeError), match=msg):
+        explore(Scenario("c", [("a", _idle)]), **kw)

@@ -39,6 +39,7 @@ from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
 from .stop import Stop, Stopped, Watchdog, catching
 from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
+from .validate import check_explore, checks_of
 
 
 @dataclass
@@ -319,6 +320,8 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     `stop`: the caller's way to end it early (`Stop.request`); the Result
     says why in `stopped`. Without one, Ctrl-C (in the main thread) ends the
     exploration cleanly and raises `Interrupted`, which holds the partial Result."""
+    check_explore(scenario, protocol, strategy, schedules, seed, depth, preemption_bound, time_limit)
+    checks = checks_of(checks)  # "kcsan" or ["kcsn"] is an error, never checking silently off
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
@@ -512,6 +515,7 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
     from . import scenarios as builtin
     from .schedule import decode
 
+    checks = checks_of(checks)
     known = {**builtin.SCENARIOS, **(scenarios or {})}
     s = decode(text, {name: sc.role_names for name, sc in known.items()})
     if s.protocol not in PROTOCOLS:
