@@ -98,11 +98,27 @@ def work(tmp_path_factory):
     (d / "busy.results.jsonl").write_text(json.dumps(rec) + "\n")
     busy = os.open(d / "busy.results.jsonl", os.O_RDONLY)
     fcntl.flock(busy, fcntl.LOCK_EX)  # as a campaign writing it holds it
+    # issue 15 item 16: a state with trace rings whose description overflows
+    from emu.explore.api import explore
+    from emu.explore.scenarios import SCENARIOS
+
+    explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck", state=d / "traced.state")
+    with open(d / "traced.state", "rb") as f:
+        _, _, n = PREFIX.unpack(f.read(PREFIX.size))
+        traced = json.loads(f.read(n))
+    for name, trace in TRACE_HOSTILE.items():
+        h = json.loads(json.dumps(traced))
+        h["meta"]["trace"].update(trace)
+        (d / f"traced-{name}.state").write_bytes((d / "traced.state").read_bytes())
+        _write_header(d / f"traced-{name}.state", json.dumps(h).encode())
+    (d / "traced.state").unlink()
     yield d
     os.close(held)
     os.close(busy)
 
 
+TRACE_HOSTILE = {"capacity-inf": {"capacity": float("inf")}, "cpus-huge": {"cpus": [0, 0, 1, 10**30]},
+                 "cpus-inf": {"cpus": [0, 0, 1, float("inf")]}, "cpus-negative": {"cpus": [0, 0, 1, -1]}}
 BAD_SPECS = {  # campaign SPECs: each malformed in one way
     "torn": '{"explore": {', "empty": "{}", "list": "[1]", "deep": "[" * 5000 + "]" * 5000,
     "section": '{"explroe": {}}', "key": '{"explore": {"scenario": ["merge"]}}',
@@ -151,6 +167,7 @@ KMEM = [
     ["good.state", "--history", "1"], ["good.state", "--history", "1", "--pfn", "0"],
     ["good.state", "--history", "1", "--is", "ksm"],
     *([f"{name}.state"] for name in HOSTILE), ["deep.state"], ["short.state"], ["biglen.state"],
+    *([f"traced-{name}.state", "--history", "3"] for name in TRACE_HOSTILE),  # issue 15 item 16
 ]
 LAYOUT_CASES = [
     ["show", "page", "--arch", "vax"], ["show", "pag"], ["show", "page", "--at", "64"],

@@ -198,3 +198,51 @@ def test_api_numbers_checked_as_the_cli_checks_them(kw, msg):
 
     with pytest.raises((ValueError, TypeError), match=msg):
         explore(Scenario("c", [("a", _idle)]), **kw)
+
+
+# -- items 16 and 23: kmem on hostile files -----------------------------------------------------
+def test_decode_violation_of_an_i386_mapping_above_4g():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from emu.check.violations import VIOLATION_DTYPE
+    from emu.kconfig import resolve
+    from emu.report import decode_violation
+
+    rec = np.zeros(1, VIOLATION_DTYPE)[0]
+    rec["mapping"] = (1 << 40) + 0x1234
+    v = decode_violation(SimpleNamespace(cfg=resolve("i386"), page_layout=None), rec)
+    assert v["mapping"] == "0x10000001234" and v["mapping_bytes"] == "34 12 00 00"
+
+
+def test_kmem_history_with_an_unknown_code_in_a_ring(tmp_path):
+    from emu.explore.api import explore
+    from emu.explore.scenarios import SCENARIOS
+    from emu.machine import attach
+    from emu.trace import decode
+    from emu.trace.ring import EVENT_DTYPE
+
+    state = tmp_path / "x.state"
+    explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck", state=state)
+    m = attach(state)
+    recs = m.region_array("trace", EVENT_DTYPE)
+    recs["code"][recs["code"] == decode.NAMES.index("do_anonymous_page")] = 40  # no such code
+    del recs
+    m.close()
+    p = emu("kmem", "x.state", "--history", "3", cwd=tmp_path)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert "[in code 40]" in p.stdout
+
+
+def test_kmem_does_not_echo_a_files_bytes(tmp_path):
+    (tmp_path / "passwd").write_text("root:*:0:0:root:/root:/bin/sh\n" * 4)
+    p = emu("kmem", "passwd", cwd=tmp_path)
+    assert p.returncode == 2 and "root" not in p.stderr and "bad magic" in p.stderr, p.stderr
+
+
+def test_a_state_dir_that_is_a_regular_file_is_called_one(tmp_path):
+    (tmp_path / "dir").write_text("")
+    p = subprocess.run([*EMU, "run", "--duration", "1"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**ENV, "KSM_EMU_STATE_DIR": str(tmp_path / "dir")}, timeout=60)
+    assert p.returncode == 2 and "a regular file" in p.stderr and "special" not in p.stderr, p.stderr
