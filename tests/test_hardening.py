@@ -246,3 +246,23 @@ def test_a_state_dir_that_is_a_regular_file_is_called_one(tmp_path):
     p = subprocess.run([*EMU, "run", "--duration", "1"], cwd=tmp_path, capture_output=True, text=True,
                        env={**ENV, "KSM_EMU_STATE_DIR": str(tmp_path / "dir")}, timeout=60)
     assert p.returncode == 2 and "a regular file" in p.stderr and "special" not in p.stderr, p.stderr
+
+
+# -- item 21: --keep-going --state keeps the state of the counterexample it reports --------------
+def test_keep_going_state_holds_the_first_counterexample(tmp_path):
+    from emu.explore.api import explore
+    from emu.explore.scenarios import SCENARIOS
+    from emu.machine import attach
+    from emu.trace.history import _violations
+
+    state = tmp_path / "k.state"
+    r = explore(SCENARIOS["pagetable-reuse"], protocol="keyhole-no-clear", keep_going=True, state=state)
+    assert len(r.counterexamples) > 1
+    m = attach(state, readonly=True)
+    try:
+        in_file = {v["kind"] for v in _violations(m).values()}
+    finally:
+        m.close()
+    first = {f["kind"] for f in r.counterexamples[0].findings}
+    last = {f["kind"] for f in r.counterexamples[-1].findings}
+    assert in_file and in_file <= first and not (last - first) <= in_file, (in_file, first, last)

@@ -398,6 +398,9 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
         # signal during them ends them, and then their findings are the search's
         stop.reason = stop.deadline = None
         cxs = [_counterexample(session, c, f, minimize and stopped is None) for c, f in found]
+        if len(cxs) > 1 and state is not None and stop.reason is None:
+            # each replay leaves its final state in the file: end with the first's, the one reported
+            session.run(Replay(list(cxs[0]._session_args[4])), record=True)
         traced = cxs[0].trace if cxs else None
         if trace and not cxs and first is not None and stop.reason is None:
             session.run(Replay(list(first)), record=True)
