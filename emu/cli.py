@@ -209,6 +209,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.summary is None:
         sys.stderr.write(f"ksm-emu: error: {outcome.error}\n")
         return outcome.exit_code
+    from .mm.testbreak import BROKEN
+
+    if BROKEN:  # a run of deliberately broken kernel code says so in its header
+        outcome.summary["test_break"] = sorted(BROKEN)
     if args.json:
         print_json(outcome.summary)
     else:
@@ -291,7 +295,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("ksm-emu: interrupted\n")
         return 130
-    return run_main("ksm-emu", lambda: args.func(args))
+    return run_main("ksm-emu", lambda: _check_test_break() or args.func(args))
+
+
+def _check_test_break() -> None:
+    """KSM_EMU_TEST_BREAK names only known breaks: a typo would run the correct
+    code while the test believes it broke it."""
+    import os
+
+    text = os.environ.get("KSM_EMU_TEST_BREAK")
+    if text:
+        from .mm.testbreak import NAMES
+
+        bad = [n for n in text.split(",") if n not in NAMES]
+        if bad:
+            raise UserError(f"KSM_EMU_TEST_BREAK={text}: unknown {bad[0]!r}; known: {', '.join(NAMES)}")
 
 
 if __name__ == "__main__":

@@ -240,6 +240,9 @@ def _supervise(spec: RunSpec, world: World, sf: StateFile, out, sigs: _Signals) 
     except StateTruncated as e:
         return Outcome(None, EXIT_DIED, str(e))
     if tracing is not None:
+        if tty:  # decoding and writing takes seconds: say what is happening
+            out.write(f"writing the trace to {spec.trace} ...\n")
+            out.flush()
         summary["trace"] = tracing.write(spec, view, summary)
     if died:
         code = EXIT_DIED

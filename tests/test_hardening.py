@@ -266,3 +266,33 @@ def test_keep_going_state_holds_the_first_counterexample(tmp_path):
     first = {f["kind"] for f in r.counterexamples[0].findings}
     last = {f["kind"] for f in r.counterexamples[-1].findings}
     assert in_file and in_file <= first and not (last - first) <= in_file, (in_file, first, last)
+
+
+# -- item 24: run's summary says what the trace holds, a sane hint, and any test break ----------
+def test_run_summary_trace_events_hint_and_test_break(tmp_path):
+    p = subprocess.run([*EMU, "run", "--duration", "0.5", "--pages", "4096", "--trace", "t.json", "--state", "r.state",
+                        "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**ENV, "KSM_EMU_TEST_BREAK": "dec-read-then-store"})
+    assert p.returncode in (0, 1), p.stderr
+    held = len(json.loads((tmp_path / "t.json").read_text())["traceEvents"])
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("trace:"))
+    assert f"({held} trace events from " in line, line
+    assert "give --duration above 0," not in p.stdout and "give --duration above 0 " not in p.stdout
+    assert "KSM_EMU_TEST_BREAK=dec-read-then-store: deliberately broken" in p.stdout.splitlines()[0]
+
+
+def test_an_unknown_test_break_is_an_error(tmp_path):
+    p = subprocess.run([*EMU, "run", "--duration", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env={**ENV, "KSM_EMU_TEST_BREAK": "bogus"})
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "KSM_EMU_TEST_BREAK=bogus" in p.stderr, p.stderr
+
+
+def test_ksmd_pass_hint_never_says_above_0():
+    from types import SimpleNamespace
+
+    from emu.kconfig import resolve
+    from emu.report import ksmd_pass_note
+
+    spec = SimpleNamespace(pages=1024, cfg=resolve(), pages_to_scan=5000, sleep_ms=1.0, protocol="keyhole")
+    note = ksmd_pass_note(spec, {"ksmd_passes": 0}, 0, 0.5)
+    assert "give --duration above 0.00041," in note and "at least 0.00041 s a pass" in note, note
