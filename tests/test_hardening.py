@@ -296,3 +296,16 @@ def test_ksmd_pass_hint_never_says_above_0():
     spec = SimpleNamespace(pages=1024, cfg=resolve(), pages_to_scan=5000, sleep_ms=1.0, protocol="keyhole")
     note = ksmd_pass_note(spec, {"ksmd_passes": 0}, 0, 0.5)
     assert "give --duration above 0.00041," in note and "at least 0.00041 s a pass" in note, note
+
+
+# -- item 19: an access outside every region is the role's exception, a finding ----------------
+def test_api_store_outside_every_region_is_a_finding():
+    from emu.explore.api import Scenario, explore
+
+    def outside(mm, env):
+        mm.a.store(8, 8, 1)  # the machine file's header
+
+    r = explore(Scenario("out", [("a", outside), ("b", _idle)]), strategy="dfs", schedules=3, checks=())
+    assert not r.holds
+    f = r.counterexample.findings[0]
+    assert f["kind"] == "exception" and "in no region" in f["detail"] and r.counterexample.timeline
