@@ -18,6 +18,7 @@ from .cliutil import (
     checks_arg,
     config_from_args,
     distinct_outputs,
+    json_config,
     number,
     print_json,
     run_main,
@@ -257,10 +258,10 @@ def cmd_kmem(args: argparse.Namespace) -> int:
         rows = kmem.rows(m, start, n, args.kind)
         out = sys.stdout
         if args.json:  # streamed: one page per line inside the object
-            head = json.dumps({"state": str(state), "config": m.cfg.as_dict()})
+            head = json.dumps({"state": str(state), "config": json_config(m.cfg)})
             out.write(head[:-1] + ', "pages": [')
             for i, r in enumerate(rows):
-                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(r))
+                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(kmem.as_json(r)))
             out.write("\n]}\n")
         else:
             out.write(kmem.header(m) + "\n")

@@ -204,6 +204,12 @@ def printable(text: object, limit: int = 500) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s).replace("|", "\\|")
 
 
+def json_config(cfg: Config) -> dict:
+    """A config for JSON output: addresses as "0x..." strings, as violations,
+    histories and traces give them (a decimal above 2**53 is rounded by jq)."""
+    return {**cfg.as_dict(), "PAGE_OFFSET": f"{cfg.page_offset:#x}", "MEM_MAP": f"{cfg.mem_map:#x}"}
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")

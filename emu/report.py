@@ -23,6 +23,7 @@ from .check.violations import (
     VIOLATION_DTYPE,
     VIOLATION_NAMES,
 )
+from .cliutil import json_config
 from .layout import Layout
 from .machine import Machine
 from .mm.context import ROLE_NAMES
@@ -159,7 +160,7 @@ def summarise(spec: object, view: object, elapsed: float, roles: list[dict], die
     by_kind = view.by_kind()
     lockdep, lockdep_total = view.lockdep()
     return {
-        "config": spec.cfg.as_dict(),
+        "config": json_config(spec.cfg),  # addresses as hex strings, as everywhere in JSON
         "protocol": spec.protocol,
         "pages": spec.pages,
         "emulated_bytes": spec.pages * 4096,
