@@ -309,3 +309,33 @@ def test_api_store_outside_every_region_is_a_finding():
     assert not r.holds
     f = r.counterexample.findings[0]
     assert f["kind"] == "exception" and "in no region" in f["detail"] and r.counterexample.timeline
+
+
+# -- item 25: GreenletExit is a role's exception; a spin without spin_wait gets a hint -----------
+def test_api_greenletexit_in_a_role_is_an_exception_not_a_step_limit():
+    from greenlet import GreenletExit
+
+    from emu.explore.api import Scenario, explore
+
+    def quits(mm, env):
+        raise GreenletExit
+
+    r = explore(Scenario("quits", [("a", quits), ("b", _idle)]), strategy="dfs", schedules=2, checks=())
+    f = r.counterexample.findings[0]
+    assert f["kind"] == "exception" and "GreenletExit" in f["detail"]
+
+
+@pytest.mark.slow  # 200,000 steps
+def test_api_a_spin_without_spin_wait_says_so():
+    from emu.explore.api import Scenario, explore
+
+    def spins(mm, env):
+        while mm.a.load(4096 * 20, 8) == 0:  # no spin_wait: the writer never gets a turn under dfs
+            pass
+
+    def writes(mm, env):
+        mm.a.store(4096 * 20, 8, 1)
+
+    r = explore(Scenario("spin", [("spinner", spins), ("writer", writes)]), strategy="dfs", schedules=1, checks=())
+    f = r.counterexample.findings[0]
+    assert f["kind"] == "step limit" and "spinner's" in f["detail"] and "spin_wait" in f["detail"], f

@@ -232,6 +232,8 @@ class Session:
         out = self._violations()
         if outcome is not None:
             f = {"kind": outcome.split(":")[0], "detail": outcome}
+            if outcome == "step limit":
+                f["detail"] = self._step_limit_hint()
             if outcome.startswith("exception") and self.runner.error:
                 f["traceback"] = self.runner.error  # the role's own frames: where it went wrong
             out.append(f)
@@ -244,6 +246,17 @@ class Session:
         if self.runner.kcsan is not None:
             out.extend(self.runner.kcsan.reports(self._describe, self._who, self._function))
         return out
+
+    def _step_limit_hint(self) -> str:
+        """Which role ran the last steps alone, if one did: most likely a loop
+        waiting on memory, which never lets the writer it waits for run."""
+        tail = self.runner.choices[-1000:]
+        if len(tail) < 1000 or len(set(tail)) != 1:
+            return f"step limit: {len(self.runner.choices)} steps"
+        name = self.runner.procs[tail[0]].name
+        return (f"step limit: {len(self.runner.choices)} steps, the last {len(tail)} all {name}'s: a loop "
+                "waiting on memory? wait with mm.spin_wait(off, size, can, spins), which parks the CPU "
+                "until the word may have changed")
 
     def _describe(self, off: int, size: int) -> str:
         return describe(self.world, off, size)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from greenlet import getcurrent, greenlet
+from greenlet import GreenletExit, getcurrent, greenlet
 
 from ..check.kcsan import RaceDetector
 from ..mm.context import kernel_function
@@ -304,7 +304,8 @@ class Runner:
             self.procs[p].script(mm, env)
         except Abort:
             return
-        except Exception as e:  # a role script raised: a finding, replayable like any other
+        except (Exception, GreenletExit) as e:  # a role script raised: a finding, replayable like any other
+            # (GreenletExit too: greenlet would take it for a normal end, the role never finished)
             if self.aborting:
                 return
             self._close(p)  # its last step's footprint: the strategies need it like any other
