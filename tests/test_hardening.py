@@ -339,3 +339,24 @@ def test_api_a_spin_without_spin_wait_says_so():
     r = explore(Scenario("spin", [("spinner", spins), ("writer", writes)]), strategy="dfs", schedules=1, checks=())
     f = r.counterexample.findings[0]
     assert f["kind"] == "step limit" and "spinner's" in f["detail"] and "spin_wait" in f["detail"], f
+
+
+# -- item 19: a scenario whose setup breaks an invariant: one ValueError, nothing left -----------
+def test_api_setup_that_breaks_an_invariant_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    from emu.check.violations import V_FALSE_OPEN
+    from emu.explore.api import Scenario, ScenarioError, explore
+
+    def broken_setup(world):
+        mm = world.context(cpu=0, task=world.objects.task[0], role="setup")
+        mm.truth.violation(V_FALSE_OPEN, pfn=1)
+        return {}
+
+    monkeypatch.setenv("KSM_EMU_SCRATCH_DIR", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    with pytest.raises(ScenarioError, match="its setup broke an invariant") as e:
+        explore(Scenario("broken", [("a", _idle)], setup=broken_setup), state=tmp_path / "s.state")
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+    assert not (tmp_path / "s.state").exists()
+    with pytest.raises(ScenarioError):
+        explore(Scenario("broken", [("a", _idle)], setup=broken_setup))
+    assert os.listdir(tmp_path / "scratch") == []  # the session's scratch directory went with it

@@ -155,6 +155,14 @@ def stable_node_base(cfg: Config) -> int | None:
     return None
 
 
+class ScenarioError(ValueError):
+    """A scenario that cannot be explored as given (its setup broke an invariant)."""
+
+
+def _one_line(finding: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in finding.items() if k in ("kind", "pfn", "stable_node", "mapping"))
+
+
 class Session:
     """A booted world for one scenario and config, with its snapshot."""
 
@@ -172,37 +180,44 @@ class Session:
         else:  # the user's: created as run creates it (new, private, locked), never over a file
             self._claimed = claim(state, overwrite)
             state, fd = self._claimed.path, self._claimed.fd
-        # a trace ring per CPU, and one for the setup: filled on recorded replays only
-        self.trace_layout = RingLayout(("setup", *scenario.role_names), (0, *(cpus[r] for r in scenario.role_names)),
-                                       EXPLORE_CAPACITY, CLOCK_STEPS)
-        ncpus = max([cfg.nr_cpus, *(c + 1 for c in cpus.values())])
-        nmms = max(2, len(scenario.roles))
-        geo = Geometry(nr_pages=scenario.pages, nslots=2 * PTRS_PER_GROUP, ngroups=2, node_capacity=16,
-                       contents=16, nmms=nmms, violation_capacity=64, ncpus=ncpus)
-        base = stable_node_base(cfg)
-        self.world = boot(state, cfg, scenario.pages, protocol=protocol, nmms=nmms, geo=geo,
-                          extra=[*scenario.extra, self.trace_layout.region()],
-                          bases={"stable_nodes": base} if base is not None else None,
-                          meta={"scenario": scenario.name, "cpus": cpus, "trace": self.trace_layout.meta()}, fd=fd)
-        from ..mm.trace import TraceRings
-
-        # the setup's events go to its ring at time 0, and stay in the snapshot
-        self.world.trace = TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True)
-        roles = scenario.role_names
-        self._rings = TraceRings(self.world, route=lambda mm: 1 + roles.index(mm.role) if mm.role in roles else None,
-                                 gauge_each=True)
-        # the setup builds its state as a correct kernel would; a broken variant
-        # applies to the explored roles only
-        tested = self.world.protocol
-        self.world.protocol = tested if not tested.broken else PROTOCOLS["keyhole"]
+        self.world = None
         try:
-            self.data = scenario.setup(self.world) if scenario.setup else {}
-        finally:
-            self.world.protocol = tested
-            self.world.trace = None
-        found = self._violations()
-        if found:
-            raise RuntimeError(f"scenario {scenario.name}: its setup broke an invariant: {found[0]}")
+            # a trace ring per CPU, and one for the setup: filled on recorded replays only
+            self.trace_layout = RingLayout(("setup", *scenario.role_names), (0, *(cpus[r] for r in scenario.role_names)),
+                                           EXPLORE_CAPACITY, CLOCK_STEPS)
+            ncpus = max([cfg.nr_cpus, *(c + 1 for c in cpus.values())])
+            nmms = max(2, len(scenario.roles))
+            geo = Geometry(nr_pages=scenario.pages, nslots=2 * PTRS_PER_GROUP, ngroups=2, node_capacity=16,
+                           contents=16, nmms=nmms, violation_capacity=64, ncpus=ncpus)
+            base = stable_node_base(cfg)
+            self.world = boot(state, cfg, scenario.pages, protocol=protocol, nmms=nmms, geo=geo,
+                              extra=[*scenario.extra, self.trace_layout.region()],
+                              bases={"stable_nodes": base} if base is not None else None,
+                              meta={"scenario": scenario.name, "cpus": cpus, "trace": self.trace_layout.meta()}, fd=fd)
+            from ..mm.trace import TraceRings
+
+            # the setup's events go to its ring at time 0, and stay in the snapshot
+            self.world.trace = TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True)
+            roles = scenario.role_names
+            self._rings = TraceRings(self.world, route=lambda mm: 1 + roles.index(mm.role) if mm.role in roles else None,
+                                     gauge_each=True)
+            # the setup builds its state as a correct kernel would; a broken variant
+            # applies to the explored roles only
+            tested = self.world.protocol
+            self.world.protocol = tested if not tested.broken else PROTOCOLS["keyhole"]
+            try:
+                self.data = scenario.setup(self.world) if scenario.setup else {}
+            finally:
+                self.world.protocol = tested
+                self.world.trace = None
+            found = self._violations()
+            if found:
+                raise ScenarioError(f"scenario {scenario.name}: its setup broke an invariant: {_one_line(found[0])}")
+        except BaseException:  # nothing of a session that never was stays behind (as run's setup)
+            if self._claimed is not None:
+                os.unlink(self._claimed.path)
+            self.close()
+            raise
         procs = [Proc(name, cpus[name], self.world.objects.task[i], fn)
                  for i, (name, fn) in enumerate(scenario.roles)]
         self.checks = frozenset(checks)
@@ -285,7 +300,8 @@ class Session:
         return Schedule(self.scenario.name, self.protocol, self.cfg, self.cpus, tuple(choices)).encode()
 
     def close(self) -> None:
-        self.world.close()
+        if self.world is not None:
+            self.world.close()
         if self._claimed is not None:  # the file stays; its lock goes
             self._claimed.close()
         if self._tmp is not None:
