@@ -360,3 +360,17 @@ def test_api_setup_that_breaks_an_invariant_is_one_error_and_leaves_nothing(tmp_
     with pytest.raises(ScenarioError):
         explore(Scenario("broken", [("a", _idle)], setup=broken_setup))
     assert os.listdir(tmp_path / "scratch") == []  # the session's scratch directory went with it
+
+
+def test_every_kind_explore_reports_is_a_well_formed_record():
+    """The results file's vetting keeps real records: a kind with an apostrophe
+    or parentheses is explore's own (a stricter check ran such jobs twice)."""
+    from emu.campaign.store import well_formed
+
+    for kind in ("stable_node's key in the mapping of a page it does not own", "bad_page (free_pages_check)",
+                 "keyhole false open", "data race"):
+        assert well_formed(_record({"kind": "explore"}, verdict="violation", violations=1, kinds=[kind],
+                                   replay="ksmx1:pagetable-reuse:keyhole:ppc64/2.6.32/+PREEMPT/po=0xdead4ead00000000:"
+                                          "ksmd=0,reclaim=1,allocator=2:0x3.1"))
+    assert not well_formed(_record({"kind": "explore"}, kinds=["red\x1b[31m"]))
+    assert not well_formed(_record({"kind": "explore"}, kinds=["two\nlines"]))

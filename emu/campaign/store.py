@@ -37,7 +37,13 @@ def done(path: Path) -> tuple[dict[str, dict], int]:
 # what a replay string may hold (emu.explore.schedule: shell-safe, pastes as one
 # argument); a forged one with shell text is not a record of ours
 _REPLAY = re.compile(r"ksmx1:[A-Za-z0-9_.:,=/+-]*")
-_KIND = re.compile(r"[A-Za-z0-9_. -]{1,64}")
+
+
+def _kind(k: object) -> bool:
+    """A finding's kind as explore names it ("stable_node's key in the mapping
+    of a page it does not own", "bad_page (free_pages_check)"): printable text
+    of one line, never escapes or newlines."""
+    return isinstance(k, str) and 0 < len(k) <= 200 and k.isprintable()
 
 
 def well_formed(rec: object) -> bool:
@@ -47,7 +53,7 @@ def well_formed(rec: object) -> bool:
         return False
     kinds, detail, replay = rec.get("kinds"), rec.get("detail"), rec.get("replay")
     return (rec.get("verdict") in ("clean", "violation", "error")
-            and isinstance(kinds, list) and all(isinstance(k, str) and _KIND.fullmatch(k) for k in kinds)
+            and isinstance(kinds, list) and all(_kind(k) for k in kinds)
             and type(rec.get("violations")) is int and rec["violations"] >= 0
             and (replay is None or (isinstance(replay, str) and _REPLAY.fullmatch(replay) is not None))
             and isinstance(detail, dict) and (rec["verdict"] != "error" or isinstance(detail.get("error"), str))
