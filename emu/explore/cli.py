@@ -215,10 +215,14 @@ def cmd_explore(args: argparse.Namespace) -> int:
         if not 0 <= cpu < cfg.nr_cpus:
             raise UserError(f"--cpu {role}={cpu}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")
     from ..hazard import DirectMapError, analyse
+    from .validate import check_explore
 
     try:
         analyse(cfg)  # the direct map must fit the address space before a world is booted in it
-    except DirectMapError as e:
+        # the API's own validator: what the flags above did not catch is one line here too
+        check_explore(scenario, args.protocol, args.strategy, args.schedules, args.seed or 0, args.depth or 3,
+                      args.preemption_bound, args.time_limit)
+    except (DirectMapError, ValueError, TypeError) as e:
         raise UserError(str(e)) from None
     # SIGINT, SIGTERM and SIGHUP end the exploration at its next step: what it
     # found so far is printed, its temporary files go, and the exit is 130
