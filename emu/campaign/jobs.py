@@ -32,16 +32,16 @@ def worker_name() -> str:
 
 
 def _explore(job: dict) -> dict:
-    from ..explore.api import Interrupted, explore
+    from ..explore.api import explore
     from ..explore.scenarios import SCENARIOS
+    from ..explore.stop import Stop
     from .spec import config_of
 
-    try:
-        r = explore(SCENARIOS[job["scenario"]], config_of(job["config"]), protocol=job["protocol"],
-                    strategy=job["strategy"], schedules=job["schedules"], seed=job["seed"],
-                    depth=job.get("depth", 3), cpus=job["cpus"], time_limit=job.get("time_limit"))
-    except Interrupted:  # a signal to this pool worker (Pool.terminate's SIGTERM): its end, quietly
-        raise SystemExit(1) from None
+    # a Stop of our own: explore then leaves the signals alone, and Pool.terminate's
+    # SIGTERM ends this worker at once (its scratch directory goes with the janitor)
+    r = explore(SCENARIOS[job["scenario"]], config_of(job["config"]), protocol=job["protocol"],
+                strategy=job["strategy"], schedules=job["schedules"], seed=job["seed"],
+                depth=job.get("depth", 3), cpus=job["cpus"], time_limit=job.get("time_limit"), stop=Stop())
     cx = r.counterexample
     findings = cx.findings if cx else []
     return {"verdict": "violation" if cx else "clean", "violations": len(findings),
