@@ -38,7 +38,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "start one with `dask scheduler`, workers with `dask worker tcp://HOST:8786 --nthreads 1`)")
     c.add_argument("--out", metavar="FILE",
                    help="the results, JSON lines appended as jobs finish (default: SPEC's name with "
-                        ".results.jsonl, beside it)")
+                        ".results.jsonl, beside it); locked while the campaign runs, and never another "
+                        "SPEC's results or a file that is not a results file; errored jobs run again")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
     c.set_defaults(func=cmd_campaign)
 
