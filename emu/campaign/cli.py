@@ -155,7 +155,7 @@ def _campaign(args: argparse.Namespace, jobs: list[dict], out: Path, client) -> 
     try:
         if todo:
             results = (executors.dask(todo, client) if client is not None
-                       else executors.local(todo, n))
+                       else executors.local(todo, n, close=(appender.fd,)))
             for rec in results:
                 appender.add(rec)
                 records[key(rec["job"])] = rec

@@ -5,6 +5,7 @@ records as jobs finish, in whatever order they finish."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 from collections.abc import Iterator
 
@@ -18,20 +19,21 @@ class SchedulerError(ValueError):
     """No Dask here, or no scheduler at the address; one line."""
 
 
-def _pool_worker(parent: int) -> None:
+def _pool_worker(parent: int, close: tuple[int, ...]) -> None:
     die_with_parent(parent)  # a SIGKILLed campaign leaves no workers behind
+    for fd in close:  # the results file: its flock is the campaign's, not held on by a worker
+        os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle
     for s in (signal.SIGTERM, signal.SIGHUP):  # Pool.terminate's SIGTERM ends a worker, quietly
         signal.signal(s, signal.SIG_DFL)
 
 
-def local(jobs: list[dict], n: int) -> Iterator[dict]:
-    """`n` worker processes (fork); on any exit from the loop, they are ended."""
-    import os
-
+def local(jobs: list[dict], n: int, close: tuple[int, ...] = ()) -> Iterator[dict]:
+    """`n` worker processes (fork), which close the descriptors `close`; on any
+    exit from the loop, they are ended."""
     from ..explore import api, scenarios  # noqa: F401  (imported once here, not in every forked worker)
 
-    pool = mp.get_context("fork").Pool(n, initializer=_pool_worker, initargs=(os.getpid(),))
+    pool = mp.get_context("fork").Pool(n, initializer=_pool_worker, initargs=(os.getpid(), close))
     try:
         yield from pool.imap_unordered(run_job, jobs)
         pool.close()
