@@ -19,6 +19,7 @@ from .cliutil import (
     config_from_args,
     cpu_arg,
     distinct_outputs,
+    json_config,
     number,
     print_json,
     run_main,
@@ -196,6 +197,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.summary is None:
         sys.stderr.write(f"ksm-emu: error: {outcome.error}\n")
         return outcome.exit_code
+    from .mm.testbreak import BROKEN
+
+    if BROKEN:  # a run of deliberately broken kernel code says so in its header
+        outcome.summary["test_break"] = sorted(BROKEN)
     if args.json:
         print_json(outcome.summary)
     else:
@@ -240,10 +245,10 @@ def cmd_kmem(args: argparse.Namespace) -> int:
         rows = kmem.rows(m, start, n, args.kind)
         out = sys.stdout
         if args.json:  # streamed: one page per line inside the object
-            head = json.dumps({"state": str(state), "config": m.cfg.as_dict()})
+            head = json.dumps({"state": str(state), "config": json_config(m.cfg)})
             out.write(head[:-1] + ', "pages": [')
             for i, r in enumerate(rows):
-                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(r))
+                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(kmem.as_json(r)))
             out.write("\n]}\n")
         else:
             out.write(kmem.header(m) + "\n")
@@ -278,7 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("ksm-emu: interrupted\n")
         return 130
-    return run_main("ksm-emu", lambda: args.func(args))
+    return run_main("ksm-emu", lambda: _check_test_break() or args.func(args))
+
+
+def _check_test_break() -> None:
+    """KSM_EMU_TEST_BREAK names only known breaks: a typo would run the correct
+    code while the test believes it broke it."""
+    import os
+
+    text = os.environ.get("KSM_EMU_TEST_BREAK")
+    if text:
+        from .mm.testbreak import NAMES
+
+        bad = [n for n in text.split(",") if n not in NAMES]
+        if bad:
+            raise UserError(f"KSM_EMU_TEST_BREAK={text}: unknown {bad[0]!r}; known: {', '.join(NAMES)}")
 
 
 if __name__ == "__main__":

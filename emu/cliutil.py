@@ -107,9 +107,34 @@ def read_regular_file(path: str, limit: int, what: str) -> bytes:
         os.close(fd)
 
 
-def check_output_path(path: Path, flag: str) -> None:
+def live_state(path: str | os.PathLike) -> bool:
+    """True if `path` is a state file a live run or exploration holds (its
+    flock); such a file is never replaced, whichever flag names it."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # drops our shared lock too
+    return False
+
+
+def check_output_path(path: Path, flag: str, overwrite: bool | None = None) -> None:
     """An output file we may create or replace: its directory exists and is
-    writable, and it is not there or is a regular file."""
+    writable, and it is not there or is a regular file no live run holds.
+    With `overwrite` False an existing file is refused; None leaves that to
+    the caller (an append)."""
+    text = str(path)
+    if not text or text.endswith(os.sep):
+        raise UserError(f"{flag} {text!r}: want a file name")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"{flag} {path}: no directory {parent}")
@@ -117,10 +142,46 @@ def check_output_path(path: Path, flag: str) -> None:
         st = os.lstat(path)
     except FileNotFoundError:
         st = None
+    except OSError as e:
+        raise UserError(f"{flag} {path}: {e.strerror}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise UserError(f"{flag} {path}: exists and is not a regular file")
-    if not os.access(parent, os.W_OK) or (st is not None and not os.access(path, os.R_OK | os.W_OK)):
+    if st is not None and live_state(path):
+        raise UserError(f"{flag} {path} is the state file of a live run; not replacing it")
+    if st is not None and overwrite is False:
+        raise UserError(f"{flag} {path}: exists; pass --overwrite to replace it")
+    if not os.access(parent, os.W_OK | os.X_OK) or (st is not None and not os.access(path, os.R_OK | os.W_OK)):
         raise UserError(f"{flag} {path}: not writable here")
+
+
+def write_beside(path: Path, flag: str, overwrite: bool, write: Callable[[object], None]) -> None:
+    """Write a file through a temporary one beside it, then put it in place:
+    a reader never sees half of it, a failed write loses no old file, and a
+    symlink planted at either name meanwhile is never followed (the temporary
+    is created O_EXCL|O_NOFOLLOW; rename and link act on the name itself).
+    Without `overwrite`, a file that appeared meanwhile is not replaced.
+    `write` gets the open binary file. Failures are a UserError."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot create {tmp.name}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        if live_state(path):
+            raise UserError(f"{flag} {path} is now the state file of a live run; not replacing it")
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails rather than replace a file that appeared meanwhile
+    except OSError as e:
+        raise UserError(f"{flag} {path}: {e.strerror}") from None
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def stop_signals_interrupt() -> None:
@@ -134,6 +195,19 @@ def stop_signals_interrupt() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
+
+
+def printable(text: object, limit: int = 500) -> str:
+    """`text` safe for a terminal line or a Markdown cell: control characters
+    (ANSI escapes, newlines) shown escaped, "|" escaped, at most `limit` chars."""
+    s = str(text)[:limit]
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s).replace("|", "\\|")
+
+
+def json_config(cfg: Config) -> dict:
+    """A config for JSON output: addresses as "0x..." strings, as violations,
+    histories and traces give them (a decimal above 2**53 is rounded by jq)."""
+    return {**cfg.as_dict(), "PAGE_OFFSET": f"{cfg.page_offset:#x}", "MEM_MAP": f"{cfg.mem_map:#x}"}
 
 
 def print_json(obj: object) -> None:
@@ -172,14 +246,13 @@ def cpu_arg(text: str) -> tuple[str, int]:
 def checks_arg(text: str) -> frozenset:
     """--checks: a comma-separated list of emu.check's checkers, or none."""
     from .check import CHECKS  # here, not at the top: ksm-layout imports this module and needs no emu.check
+    from .explore.validate import checks_of  # the API's own check
 
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if names == ["none"]:
-        return frozenset()
-    bad = [n for n in names if n not in CHECKS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: want a comma-separated list of {', '.join(CHECKS)}, or none")
-    return frozenset(names)
+    try:
+        return checks_of(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want a comma-separated list of {', '.join(CHECKS)}, "
+                                         "or none") from None
 
 
 def distinct_outputs(*named: tuple[str, str | None]) -> None:
@@ -187,7 +260,7 @@ def distinct_outputs(*named: tuple[str, str | None]) -> None:
     must not be one file: one would overwrite the other."""
     seen: dict[str, str] = {}
     for flag, path in named:
-        if not path or path.startswith("ksmx"):
+        if not path:  # every name is a path here: a replay string is left out by its caller
             continue
         real = os.path.realpath(path)
         if real in seen:

@@ -76,7 +76,8 @@ def decode_violation(m: Machine, rec: np.void) -> dict:
         "stable_node": f"{int(rec['node']):#x}" if rec["node"] else None,
         "expected_key": f"{int(rec['expected']):#x}" if rec["expected"] else None,
         "mapping": f"{mapping:#x}",
-        "mapping_bytes": mapping.to_bytes(cfg.word_bytes, cfg.byte_order).hex(" "),
+        # the word's bytes: a record's mapping wider than the word (a corrupt file) shows its low bytes
+        "mapping_bytes": (mapping & ((1 << 8 * cfg.word_bytes) - 1)).to_bytes(cfg.word_bytes, cfg.byte_order).hex(" "),
         "written_by": WRITER_NAMES[writer] if writer < len(WRITER_NAMES) else str(writer),
         "union_members": mapping_members(m, mapping) if writer == W_PTL and m.page_layout.has("ptl") else [],
         "role": ROLE_NAMES[int(rec["role"])] if int(rec["role"]) < len(ROLE_NAMES) else str(int(rec["role"])),

@@ -17,6 +17,7 @@ from .cliutil import (
     number,
     print_json,
     stop_signals_interrupt,
+    write_beside,
 )
 from .reclaim_exp import DEFAULT_DURATION, DEFAULT_PAGES, DEFAULT_RATES, DEFAULT_SLEEP_MS, PROTOCOLS
 
@@ -77,9 +78,7 @@ def _plot_path(text: str, overwrite: bool) -> Path:
     p = Path(text)
     if text.endswith(os.sep) or p.suffix.lower() not in FORMATS:
         raise UserError(f"--plot {text!r}: want a file name ending in {', '.join(FORMATS)}")
-    check_output_path(p, "--plot")
-    if p.exists() and not overwrite:
-        raise UserError(f"--plot {text}: exists; pass --overwrite to replace it")
+    check_output_path(p, "--plot", overwrite)
     if not available():
         raise UserError(f"--plot needs matplotlib, which is not installed: {INSTALL_HINT}")
     return p
@@ -151,7 +150,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if plot_to is not None and results:
         from .reclaim_plot import plot
 
-        plot(plan, results, plot_to)
+        # checked at the start, written at the end: beside it, then renamed over
+        # it, so a directory gone or a symlink planted meanwhile is one line
+        fmt = plot_to.suffix.lower().lstrip(".")
+        write_beside(plot_to, "--plot", args.overwrite, lambda f: plot(plan, results, f, fmt))
         if not args.json:
             print(f"plot: {plot_to}")
     if interrupted:

@@ -70,6 +70,14 @@ def _chunk(m: Machine, shadow: np.ndarray | None, lo: int, hi: int, kind: str | 
         }
 
 
+ADDRESSES = ("page", "physical", "mapping")
+
+
+def as_json(r: dict) -> dict:
+    """A row for --json: its addresses as "0x..." strings (one convention for every JSON output)."""
+    return {**r, **{k: f"{r[k]:#x}" for k in ADDRESSES}}
+
+
 def header(m: Machine) -> str:
     w = 2 * m.cfg.word_bytes
     return (f"{'PAGE':>{w}}  {'PHYSICAL':>10}  {'MAPPING':>{w}}  {'INDEX':>10} {'CNT':>4} {'MAPCNT':>6} "

@@ -147,7 +147,7 @@ def open_regular(path: str | os.PathLike, flags: int) -> int:
 def file_kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
                        (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link")):
+                       (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link"), (stat.S_ISREG, "regular file")):
         if test(mode):
             return name
     return "special file"
@@ -172,7 +172,8 @@ def read_header_fd(fd: int, path: str | os.PathLike) -> dict:
             raise MachineError(f"{path}: {size} bytes is too short for a machine header (truncated?)")
         magic, version, n = PREFIX.unpack(prefix)
         if magic != MAGIC:
-            raise MachineError(f"{path}: not a ksm-emu machine file (bad magic {magic!r})")
+            # not the file's bytes: they may be anyone's (a password file), and are no help
+            raise MachineError(f"{path}: not a ksm-emu machine file (bad magic)")
         if version != FORMAT_VERSION:
             raise MachineError(f"{path}: format version {version}, this ksm-emu reads {FORMAT_VERSION}")
         if n > HEADER_MAX:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from .mm.regions import Geometry, latency_bucket_bounds
 from .records import LAT_KSM, LATENCY_DTYPE, SHADOW_DTYPE
 from .report import percentiles
 from .runspec import RunSpec, assign_cpus
+from .scratch import scratch_dir
 
 PROTOCOLS = ("keyhole", "refcount")
 # Sized so that at every default rate ksmd completes several passes in a run
@@ -142,12 +142,11 @@ def measure(plan: Plan, on_start: Callable[[str, int], None] | None = None,
     share the 2 cores and measure the OS scheduler), in a temporary directory
     removed at the end, also when interrupted."""
     out = []
-    with tempfile.TemporaryDirectory(prefix="ksm-experiment-",
-                                     dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+    with scratch_dir("experiment") as d:  # a SIGKILL too: the janitor removes it
         for protocol, rate in plan.runs():
             if on_start is not None:
                 on_start(protocol, rate)
-            m = measure_one(plan, protocol, rate, Path(d))
+            m = measure_one(plan, protocol, rate, d.path)
             out.append(m)
             if on_done is not None:
                 on_done(m)

@@ -6,6 +6,7 @@ matplotlib is the optional extra `pip install .[plot]`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from .reclaim_exp import Measured, Plan
 
@@ -21,7 +22,8 @@ def available() -> bool:
     return True
 
 
-def plot(plan: Plan, results: list[Measured], out: Path) -> None:
+def plot(plan: Plan, results: list[Measured], out: Path | BinaryIO, fmt: str | None = None) -> None:
+    """Draw into `out`, a path or an open binary file (then `fmt`: png, svg or pdf)."""
     import matplotlib
 
     matplotlib.use("Agg")  # a file, never a window
@@ -49,5 +51,5 @@ def plot(plan: Plan, results: list[Measured], out: Path) -> None:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="center")  # the empty middle between the two families
     fig.tight_layout()
-    fig.savefig(out)
+    fig.savefig(out, format=fmt)
     plt.close(fig)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .check.violations import VIOLATION_NAMES
+from .cliutil import json_config
 from .decode import decode_violation
 from .findings import line, run_violation_line
 from .mm.protocol import PROTOCOLS
@@ -59,12 +60,13 @@ def ksmd_pass_note(spec: RunSpec, c: dict[str, int], ksm_freed: int, elapsed: fl
         return None
     nslots = Geometry.for_pages(spec.pages, spec.cfg.nr_cpus).nslots
     pass_s = nslots / spec.pages_to_scan * spec.sleep_ms / 1000.0
+    shown = f"{pass_s:.1f}" if pass_s >= 0.1 else f"{pass_s:.2g}"  # never "above 0"
     note = (f"ksmd completed no pass: it walks {nslots} rmap_items at {spec.pages_to_scan} per "
-            f"{spec.sleep_ms:g} ms, at least {pass_s:.1f} s a pass, and ran {elapsed:.1f} s")
+            f"{spec.sleep_ms:g} ms, at least {shown} s a pass, and ran {elapsed:.1f} s")
     if PROTOCOLS[spec.protocol].holds_ref and not ksm_freed:
         note += ("; with refcount a reclaimed KSM page is freed only when ksmd's pass reaches its "
                  "rmap_items and drops the stable_node's reference, so no KSM page was freed")
-    return note + (f"; for full passes give --duration above {pass_s:.0f}, a larger --ksmd-pages or fewer --pages "
+    return note + (f"; for full passes give --duration above {shown}, a larger --ksmd-pages or fewer --pages "
                    "(ksm-emu experiment reclaim is sized for it)")
 
 
@@ -79,7 +81,7 @@ def summarise(spec: RunSpec, view: RunView, elapsed: float, roles: list[dict], d
     by_kind = view.by_kind()
     lockdep, lockdep_total = view.lockdep()
     return {
-        "config": spec.cfg.as_dict(),
+        "config": json_config(spec.cfg),  # addresses as hex strings, as everywhere in JSON
         "protocol": spec.protocol,
         "pages": spec.pages,
         "emulated_bytes": spec.pages * 4096,
@@ -134,7 +136,8 @@ def render_summary(s: dict, shown: int = 20) -> str:
     c = s["config"]
     lines = [f"ksm-emu run: {c['arch']} {c['kernel']}, protocol {s['protocol']}, {s['pages']} pages "
              f"({s['emulated_bytes'] >> 20} MiB emulated), {s['duration_s']} s, seed {s['seed']}"
-             + (f" (interrupted by {s['interrupted_by']}: partial)" if s["interrupted"] else "")]
+             + (f" (interrupted by {s['interrupted_by']}: partial)" if s["interrupted"] else "")
+             + (f"; KSM_EMU_TEST_BREAK={','.join(s['test_break'])}: deliberately broken" if s.get("test_break") else "")]
     lines.append("roles: " + ", ".join(f"{r['role']} cpu{r['cpu']}" for r in s["roles"]))
     k = s["counts"]
     lines.append(f"get_ksm_page: {k['get_ksm_page_ok']} ok, {k['get_ksm_page_stale']} stale; "
@@ -180,5 +183,6 @@ def trace_line(t: dict) -> str:
     lost = [f"{role} {r['dropped']}" for role, r in t["per_role"].items() if r["dropped"]]
     dropped = f"; dropped (rings full, oldest overwritten): {', '.join(lost)}" if lost else "; none dropped"
     if t.get("error"):
-        return f"trace: NOT WRITTEN: {t['error']} ({t['events']} events in the state file's rings{dropped})"
-    return f"trace: {t['file']} ({t['events']} events{dropped})"
+        return f"trace: NOT WRITTEN: {t['error']} ({t['events']} records in the state file's rings{dropped})"
+    # what the file holds: a begin and an end record make one slice
+    return f"trace: {t['file']} ({t.get('trace_events', t['events'])} trace events from {t['events']} ring records{dropped})"

@@ -14,7 +14,6 @@ it with one line, not a SIGBUS. The state file stays for inspection.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -34,6 +33,7 @@ from .roles.ksmd import KsmdParams
 from .roles.reclaim import ReclaimParams
 from .runspec import RunSpec
 from .runview import RunView, StateTruncated
+from .scratch import die_with_parent
 from .statefile import StateFile, claim, record_last_run
 from .trace import run as trace_run
 
@@ -43,7 +43,6 @@ EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_DIED, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 # exception reaches the report (tests/test_supervise.py).
 TEST_RAISE_ENV = "KSM_EMU_TEST_ROLE_RAISES"
 STOP_GRACE_S = 5.0  # how long stopped roles get to finish before they are killed
-PR_SET_PDEATHSIG = 1
 
 
 def setup(spec: RunSpec) -> tuple[World, StateFile]:
@@ -83,13 +82,9 @@ class _RoleLog(logging.LoggerAdapter):
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask the kernel for SIGKILL when the launcher dies; exit now if it already has."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # no prctl: the loop's parent check still ends the role
-    if os.getppid() != parent:
-        os._exit(0)
+    """Ask the kernel for SIGKILL when the launcher dies; exit now if it already has
+    (without prctl, the loop's parent check still ends the role)."""
+    die_with_parent(parent)
 
 
 def _flush_logs() -> None:
@@ -245,6 +240,9 @@ def _supervise(spec: RunSpec, world: World, sf: StateFile, out, sigs: _Signals) 
     except StateTruncated as e:
         return Outcome(None, EXIT_DIED, str(e))
     if tracing is not None:
+        if tty:  # decoding and writing takes seconds: say what is happening
+            out.write(f"writing the trace to {spec.trace} ...\n")
+            out.flush()
         summary["trace"] = tracing.write(spec, view, summary)
     if died:
         code = EXIT_DIED

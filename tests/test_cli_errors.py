@@ -3,6 +3,7 @@ no traceback, nothing created, no existing file changed. A table of bad
 invocations of `ksm-emu run`, `kmem`, `explore`, `replay` and every `ksm-layout`
 subcommand, and of hostile state files given to kmem."""
 
+import fcntl
 import hashlib
 import json
 import os
@@ -79,14 +80,45 @@ def work(tmp_path_factory):
     big.write_bytes(good.read_bytes())
     with open(big, "r+b") as f:
         f.write(PREFIX.pack(b"KSMEMU\x00\x01", 1, HEADER_MAX + 1))
-    from emu.campaign.spec import example
+    from emu.campaign.spec import example, parse
 
     (d / "spec.json").write_text(example())
     for name, text in BAD_SPECS.items():
         (d / f"{name}.json").write_text(text)
-    return d
+    # issue 15: a live run's state file (its flock held, as by a run), an
+    # unrelated one-line JSON file, another SPEC's results, a locked results file
+    (d / "live.state").write_bytes(good.read_bytes())
+    held = os.open(d / "live.state", os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    (d / "settings.json").write_text('{"theme": "dark"}')
+    job = parse(example())[-1]
+    rec = {"job": job, "verdict": "clean", "violations": 0, "kinds": [], "replay": None, "detail": {},
+           "worker": "w:1", "elapsed_s": 1.0}
+    (d / "other.results.jsonl").write_text(json.dumps({**rec, "job": {**job, "seed": 99}}) + "\n")
+    (d / "busy.results.jsonl").write_text(json.dumps(rec) + "\n")
+    busy = os.open(d / "busy.results.jsonl", os.O_RDONLY)
+    fcntl.flock(busy, fcntl.LOCK_EX)  # as a campaign writing it holds it
+    # issue 15 item 16: a state with trace rings whose description overflows
+    from emu.explore.api import explore
+    from emu.explore.scenarios import SCENARIOS
+
+    explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck", state=d / "traced.state")
+    with open(d / "traced.state", "rb") as f:
+        _, _, n = PREFIX.unpack(f.read(PREFIX.size))
+        traced = json.loads(f.read(n))
+    for name, trace in TRACE_HOSTILE.items():
+        h = json.loads(json.dumps(traced))
+        h["meta"]["trace"].update(trace)
+        (d / f"traced-{name}.state").write_bytes((d / "traced.state").read_bytes())
+        _write_header(d / f"traced-{name}.state", json.dumps(h).encode())
+    (d / "traced.state").unlink()
+    yield d
+    os.close(held)
+    os.close(busy)
 
 
+TRACE_HOSTILE = {"capacity-inf": {"capacity": float("inf")}, "cpus-huge": {"cpus": [0, 0, 1, 10**30]},
+                 "cpus-inf": {"cpus": [0, 0, 1, float("inf")]}, "cpus-negative": {"cpus": [0, 0, 1, -1]}}
 BAD_SPECS = {  # campaign SPECs: each malformed in one way
     "torn": '{"explore": {', "empty": "{}", "list": "[1]", "deep": "[" * 5000 + "]" * 5000,
     "section": '{"explroe": {}}', "key": '{"explore": {"scenario": ["merge"]}}',
@@ -100,6 +132,9 @@ BAD_SPECS = {  # campaign SPECs: each malformed in one way
                + str(list(range(1000))) + '}}',
     "nr-cpus": '{"run": {"configs": [{"disable": ["SMP"]}]}}', "time-limit": '{"explore": {"time_limit": "soon"}}',
     "endless": '{"explore": {"strategy": "random"}}',
+    "dup-seeds": '{"explore": {"strategy": "pct", "schedules": 1, "seeds": [1, 1, "0x1"]}}',  # issue 15 item 12
+    "dup-config": '{"run": {"configs": [{}, {"arch": "x86_64"}]}}',
+    "direct-map": '{"explore": {"configs": [{"page_offset": "0xffffffffffffff00"}]}}',  # item 15
 }
 
 
@@ -121,6 +156,8 @@ RUN = [
     ["--trace", "/nonexistent/dir/t.json"], ["--trace", "fifo"], ["--trace", "fifo", "--overwrite"],
     ["--trace", "notes.txt"], ["--trace", "sub"], ["--trace", "sub/"], ["--trace", "link.state", "--overwrite"],
     ["--trace", "notes.txt/t.json"], ["--trace", ""],
+    ["--state", "ksmx.out", "--trace", "ksmx.out", "--overwrite"], ["--state", "ksmx.out", "--trace", "ksmx.out"],
+    ["--trace", "live.state", "--overwrite"],  # issue 15 items 6 and 5
 ]
 KMEM = [
     ["missing.state"], ["sub"], ["fifo"], ["notes.txt"], ["loop"], ["notes.txt/x"], ["n" * 300], ["/dev/null"],
@@ -130,6 +167,7 @@ KMEM = [
     ["good.state", "--history", "1"], ["good.state", "--history", "1", "--pfn", "0"],
     ["good.state", "--history", "1", "--is", "ksm"],
     *([f"{name}.state"] for name in HOSTILE), ["deep.state"], ["short.state"], ["biglen.state"],
+    *([f"traced-{name}.state", "--history", "3"] for name in TRACE_HOSTILE),  # issue 15 item 16
 ]
 LAYOUT_CASES = [
     ["show", "page", "--arch", "vax"], ["show", "pag"], ["show", "page", "--at", "64"],
@@ -146,20 +184,35 @@ EXPLORE = [  # the state file flags as run takes them; the rest are in test_expl
     ["--state", "/nonexistent/dir/x"], ["--overwrite"], ["--all", "--state", "x.state"],
     ["--trace", "/nonexistent/dir/t.json"], ["--trace", "fifo"], ["--trace", "notes.txt"], ["--trace", "sub"],
     ["--all", "--trace", "t.json"],
+    ["--trace", "live.state", "--overwrite"],  # issue 15 item 5
+    ["--page-offset", "0xffffffffffffff00"], ["--arch", "i386", "--page-offset", "0xfffff000"],  # item 15
 ]
+_NR = "ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x13.1x30.2x23.0x2"
 REPLAY = [["spec.json", "--trace", "spec.json", "--overwrite"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.state"], ["/dev/null"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--overwrite"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--state", "good.state"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "fifo"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "notes.txt"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "/nonexistent/t"],
-          ["ksmx1:bogus", "--trace", "t.json"]]
+          ["ksmx1:bogus", "--trace", "t.json"],
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "live.state",
+           "--overwrite"],  # issue 15 item 5
+          ["ksmx1:stale-node:keyhole:x86_64/2.6.33/po=0xffffffffffffff00:ksmd=0,reclaim=1,allocator=2:0"],  # item 15
+          # items 7, 14, 20: CPU ids range-checked (no 2.5 GB world), ASCII digits, a bounded step count,
+          # each role once, no steps after the execution's end
+          [_NR.replace("ksmd=0", "ksmd=20000000")], [_NR.replace("ksmd=0", "ksmd=64")],
+          [_NR.replace("ksmd=0", "ksmd=\u00b2")], [_NR.replace("ksmd=0", "ksmd=0,ksmd=1")],
+          [_NR.replace(":0x13.", ":0x" + "9" * 4400 + ".")], [_NR + ".1"]]
 CAMPAIGN = [["spec.json", "--out", "spec.json"], ["spec.json", "--out", "notes.txt"], ["--example", "--jobs", "0"],
             [], ["missing.json"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["--example", "spec.json"],
             ["spec.json", "--jobs", "0"], ["spec.json", "--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"],
             ["spec.json", "--out", "sub"], ["spec.json", "--out", "fifo"], ["spec.json", "--out", "nodir/x.jsonl"],
             ["spec.json", "--scheduler", "localhost:8786"], ["spec.json", "--scheduler", "tcp://127.0.0.1:9"],
-            *([f"{name}.json"] for name in BAD_SPECS)]
+            *([f"{name}.json"] for name in BAD_SPECS),
+            # issue 15: items 4, 22 (another SPEC's results, --scheduler ''), 17, 12 (the results file's lock)
+            ["spec.json", "--out", "settings.json"], ["spec.json", "--out", "other.results.jsonl"],
+            ["spec.json", "--scheduler", ""], ["spec.json", "--scheduler", "ucx://127.0.0.1:1"],
+            ["spec.json", "--scheduler", "tls://127.0.0.1:1"], ["spec.json", "--out", "busy.results.jsonl"]]
 EXPERIMENT = [["reclaim", "--plot", ""], ["reclaim", "--plot", "x.png/"], ["reclaim", "--plot", "old.png"],
               ["reclaim", "--overwrite"], [], ["frob"], ["reclaim", "--rates", "x"], ["reclaim", "--rates", "0"], ["reclaim", "--rates", "5,5"],
               ["reclaim", "--pages", "10"], ["reclaim", "--duration", "0"], ["reclaim", "--duration", "nan"],

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -24,7 +25,10 @@ from emu.mm.spinlock import spin_lock, spin_lock_init, spin_unlock
 
 VARS = (RegionSpec("vars", 4096),)
 EMU = [sys.executable, "-m", "emu.cli"]
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+# scratch directories of these tests' explorations go here, not to the /dev/shm
+# every other test run on the machine shares: a count of them is then exact
+SCRATCH = tempfile.mkdtemp(prefix="ksm-test-scratch-")
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "KSM_EMU_SCRATCH_DIR": SCRATCH}
 
 
 def _var(env_or_world, i):
@@ -168,9 +172,10 @@ def test_time_limit_stops_a_role_that_never_ends(role):
 
 # -- interruptions --------------------------------------------------------------------------------
 def _shm(pid=None):
-    """The explorers' temporary directories (of process `pid`: named after it)."""
+    """The explorers' temporary directories (of process `pid`: named after it), in this
+    module's own scratch root (KSM_EMU_SCRATCH_DIR), so other tests' cannot confuse it."""
     prefix = "ksm-explore-" if pid is None else f"ksm-explore-{pid}-"
-    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)} if os.path.isdir("/dev/shm") else set()
+    return {n for n in os.listdir(SCRATCH) if n.startswith(prefix)}
 
 
 def _interrupts_itself(mm, env):
@@ -179,7 +184,8 @@ def _interrupts_itself(mm, env):
     mm.a.store(_var(env, 0), 8, 1)
 
 
-def test_ctrl_c_in_the_api_ends_cleanly_with_the_partial_result():
+def test_ctrl_c_in_the_api_ends_cleanly_with_the_partial_result(monkeypatch):
+    monkeypatch.setenv("KSM_EMU_SCRATCH_DIR", SCRATCH)
     before = _shm(os.getpid())
     sc = Scenario("interrupted", [("p", _interrupts_itself), ("writer", _writer(False))], extra=VARS, pages=8)
     with pytest.raises(Interrupted) as e:

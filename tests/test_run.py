@@ -147,10 +147,12 @@ def test_kmem_reads_a_finished_run(tmp_path):
     pages = d["pages"]
     assert len(pages) == 4096 and d["config"]["arch"] == "ppc64"
     ksm = [p for p in pages if p["is"] == "ksm"]
-    assert ksm and all(p["decoded"] == f"stable_node {p['mapping'] - 3:#x}" for p in ksm)
+    assert ksm and all(p["decoded"] == f"stable_node {int(p['mapping'], 16) - 3:#x}" for p in ksm)
     pt = [p for p in pages if p["is"] == "pagetable"]
     assert pt and all(p["decoded"].startswith("ptl: ptl.magic=0xdead4ead ptl.owner_cpu=") for p in pt)
-    assert all(p["count"] == 0 and p["mapping"] == 0 for p in pages if p["is"] == "free")
+    assert all(p["count"] == 0 and p["mapping"] == "0x0" for p in pages if p["is"] == "free")
+    # issue 15 item 26: addresses are "0x..." strings in every JSON output
+    assert d["config"]["MEM_MAP"] == "0xf000000000000000" and pages[5]["page"] == "0xf000000000000140"
     text = subprocess.run([*kmem, "--pfn", "5:3"], capture_output=True, text=True).stdout.splitlines()
     assert text[0].split()[:3] == ["PAGE", "PHYSICAL", "MAPPING"] and len(text) == 4
     assert text[1].startswith("f000000000000140")  # vmemmap + 5 * 64

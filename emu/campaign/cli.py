@@ -8,7 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from ..cliutil import UserError, check_output_path, number, read_regular_file, stop_signals_interrupt
+from ..cliutil import (
+    UserError,
+    check_output_path,
+    number,
+    printable,
+    read_regular_file,
+    stop_signals_interrupt,
+)
 
 MAX_SPEC_BYTES = 1 << 20
 SHOWN_REPLAYS = 5
@@ -31,7 +38,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "start one with `dask scheduler`, workers with `dask worker tcp://HOST:8786 --nthreads 1`)")
     c.add_argument("--out", metavar="FILE",
                    help="the results, JSON lines appended as jobs finish (default: SPEC's name with "
-                        ".results.jsonl, beside it)")
+                        ".results.jsonl, beside it); locked while the campaign runs, and never another "
+                        "SPEC's results or a file that is not a results file; errored jobs run again")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
     c.set_defaults(func=cmd_campaign)
 
@@ -52,7 +60,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from .spec import SpecError, example, parse
 
     if args.example:
-        if args.spec or args.scheduler or args.out or args.jobs is not None:
+        if args.spec or args.scheduler is not None or args.out or args.jobs is not None:
             raise UserError("--example prints a SPEC and takes no other argument")
         sys.stdout.write(example())
         return 0
@@ -60,6 +68,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         raise UserError("want a SPEC file (ksm-emu campaign --example > campaign.json to start)")
     if args.jobs is not None and not 1 <= args.jobs <= 1024:
         raise UserError(f"--jobs {args.jobs}: want 1..1024")
+    if args.scheduler is not None and not args.scheduler.strip():
+        raise UserError("--scheduler '': want tcp://HOST:PORT (leave --scheduler out to run here)")
     if args.jobs is not None and args.scheduler:
         raise UserError("--jobs is for the local pool; with --scheduler the Dask workers run the jobs")
     try:
@@ -70,10 +80,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     check_output_path(out, "--out")
     if os.path.exists(out) and os.path.samefile(out, args.spec):
         raise UserError(f"--out {out}: that is the SPEC; results go to a file of their own")
-    _results_file_or_new(out)
+    _results_file_or_new(out, jobs)
     stop_signals_interrupt()
     client = None
-    if args.scheduler:
+    if args.scheduler is not None:
         from .executors import SchedulerError, connect
 
         try:
@@ -87,10 +97,12 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             client.close()
 
 
-def _results_file_or_new(out: Path) -> None:
+def _results_file_or_new(out: Path, jobs: list[dict]) -> None:
     """An existing --out must be a results file (its first line a job's record),
-    never some other file that results would be appended to."""
-    from .store import well_formed
+    never some other file that results would be appended to, nor the results
+    of another SPEC (not one of its records a job of this one)."""
+    from .spec import key
+    from .store import done, well_formed
 
     try:
         with open(out, "rb") as f:
@@ -100,12 +112,18 @@ def _results_file_or_new(out: Path) -> None:
     except OSError as e:
         raise UserError(f"--out {out}: {e.strerror}") from None
     try:
-        # empty: new; one torn line (no newline) that began as ours: resumable
-        ok = not first or (not first.endswith(b"\n") and first.startswith(b'{"')) or well_formed(json.loads(first))
+        ok = well_formed(json.loads(first))
     except (ValueError, RecursionError):
-        ok = False
+        # empty: new; one torn line (no newline) that began as a record of ours
+        # (json.dumps(sort_keys=True): "detail" first) and does not parse: resumable
+        ok = not first or (not first.endswith(b"\n") and first.startswith(b'{"detail": {'))
     if not ok:
         raise UserError(f"--out {out}: exists and is not a campaign's results file; not appending to it")
+    records, _ = done(out)
+    keys = {key(j) for j in jobs}
+    if records and not keys & set(records):
+        raise UserError(f"--out {out}: the results of another SPEC (none of its {len(records)} jobs is in this "
+                        "one); give this SPEC a --out of its own")
 
 
 def _campaign(args: argparse.Namespace, jobs: list[dict], out: Path, client) -> int:
@@ -114,23 +132,30 @@ def _campaign(args: argparse.Namespace, jobs: list[dict], out: Path, client) -> 
     from .spec import key
     from .table import markdown, rows
 
+    try:  # one campaign at a time per results file: a second would run every job again
+        appender = store.Appender(out)
+    except store.Busy:
+        raise UserError(f"--out {out}: another campaign is writing it; wait for it or give another --out") from None
     before, unreadable = store.done(out)
     keys = [key(j) for j in jobs]
+    errored = sum(1 for k in keys if k in before and before[k]["verdict"] == "error")
+    before = {k: r for k, r in before.items() if r["verdict"] != "error"}  # an errored job runs again
     todo = [j for j, k in zip(jobs, keys) if k not in before]
+    if errored:
+        sys.stderr.write(f"ksm-emu: {errored} job(s) that errored last time run again\n")
     if unreadable:
         sys.stderr.write(f"ksm-emu: {out}: {unreadable} unreadable line(s) skipped (a torn write); "
                          "their jobs run again\n")
     records = {k: before[k] for k in keys if k in before}
     b = bar(len(jobs), "campaign", "job", not args.no_progress)
     b.update(len(records))
-    appender = store.Appender(out) if todo else None
     n = args.jobs or os.cpu_count() or 1
     where = f"Dask at {args.scheduler}" if client is not None else f"{n} local worker{'s' * (n != 1)}"
     interrupted = False
     try:
         if todo:
             results = (executors.dask(todo, client) if client is not None
-                       else executors.local(todo, n))
+                       else executors.local(todo, n, close=(appender.fd,)))
             for rec in results:
                 appender.add(rec)
                 records[key(rec["job"])] = rec
@@ -140,8 +165,7 @@ def _campaign(args: argparse.Namespace, jobs: list[dict], out: Path, client) -> 
         interrupted = True
     finally:
         b.close()
-        if appender is not None:
-            appender.close()
+        appender.close()
     ran = len(records) - (len(jobs) - len(todo))
     done = [records[k] for k in keys if k in records]
     if interrupted:
@@ -154,12 +178,12 @@ def _campaign(args: argparse.Namespace, jobs: list[dict], out: Path, client) -> 
     fails = [r for r in done if r["verdict"] == "violation" and r["replay"]]
     if fails:
         print()
-        for r in fails[:SHOWN_REPLAYS]:
+        for r in fails[:SHOWN_REPLAYS]:  # well_formed: a replay string is shell-safe
             print(f"replay: ksm-emu replay {r['replay']}")
         if len(fails) > SHOWN_REPLAYS:
             print(f"(and {len(fails) - SHOWN_REPLAYS} more replay strings in {out})")
     errors = [r for r in done if r["verdict"] == "error"]
     for r in errors[:SHOWN_REPLAYS]:
-        sys.stderr.write(f"ksm-emu: job failed: {r['detail'].get('error')}\n")
+        sys.stderr.write(f"ksm-emu: job failed: {printable(r['detail'].get('error'))}\n")
     disagree = [r for r in rows(done) if r["agree"] == "NO"]
     return 1 if errors or disagree else 0

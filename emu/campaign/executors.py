@@ -5,10 +5,11 @@ records as jobs finish, in whatever order they finish."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 from collections.abc import Iterator
 
-from ..supervise import _die_with_parent
+from ..scratch import die_with_parent
 from .jobs import run_job
 
 CONNECT_TIMEOUT_S = 5
@@ -18,20 +19,21 @@ class SchedulerError(ValueError):
     """No Dask here, or no scheduler at the address; one line."""
 
 
-def _pool_worker(parent: int) -> None:
-    _die_with_parent(parent)  # a SIGKILLed campaign leaves no workers behind
+def _pool_worker(parent: int, close: tuple[int, ...]) -> None:
+    die_with_parent(parent)  # a SIGKILLed campaign leaves no workers behind
+    for fd in close:  # the results file: its flock is the campaign's, not held on by a worker
+        os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle
     for s in (signal.SIGTERM, signal.SIGHUP):  # Pool.terminate's SIGTERM ends a worker, quietly
         signal.signal(s, signal.SIG_DFL)
 
 
-def local(jobs: list[dict], n: int) -> Iterator[dict]:
-    """`n` worker processes (fork); on any exit from the loop, they are ended."""
-    import os
-
+def local(jobs: list[dict], n: int, close: tuple[int, ...] = ()) -> Iterator[dict]:
+    """`n` worker processes (fork), which close the descriptors `close`; on any
+    exit from the loop, they are ended."""
     from ..explore import api, scenarios  # noqa: F401  (imported once here, not in every forked worker)
 
-    pool = mp.get_context("fork").Pool(n, initializer=_pool_worker, initargs=(os.getpid(),))
+    pool = mp.get_context("fork").Pool(n, initializer=_pool_worker, initargs=(os.getpid(), close))
     try:
         yield from pool.imap_unordered(run_job, jobs)
         pool.close()
@@ -47,11 +49,13 @@ def connect(address: str):
     except ImportError:
         raise SchedulerError("--scheduler needs Dask: pip install 'ksm-emu[dask]' "
                              "(or: pip install 'dask[distributed]')") from None
-    if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+    # tcp only: tls:// needs certificates we take no flags for, ucx:// a
+    # package few have, inproc:// is this process (both raised TypeError)
+    if not address.startswith("tcp://") or len(address) <= len("tcp://"):
         raise SchedulerError(f"--scheduler {address}: want tcp://HOST:PORT")
     try:
         return Client(address, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, ValueError) as e:
+    except (OSError, TimeoutError, ValueError, TypeError, ImportError) as e:
         raise SchedulerError(f"--scheduler {address}: cannot reach it ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'no answer'})") from None
 

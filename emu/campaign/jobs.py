@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -35,11 +34,14 @@ def worker_name() -> str:
 def _explore(job: dict) -> dict:
     from ..explore.api import explore
     from ..explore.scenarios import SCENARIOS
+    from ..explore.stop import Stop
     from .spec import config_of
 
+    # a Stop of our own: explore then leaves the signals alone, and Pool.terminate's
+    # SIGTERM ends this worker at once (its scratch directory goes with the janitor)
     r = explore(SCENARIOS[job["scenario"]], config_of(job["config"]), protocol=job["protocol"],
-                strategy=job["strategy"], schedules=job["schedules"], seed=job["seed"], depth=job.get("depth", 3),
-                cpus=job["cpus"], time_limit=job.get("time_limit"))
+                strategy=job["strategy"], schedules=job["schedules"], seed=job["seed"],
+                depth=job.get("depth", 3), cpus=job["cpus"], time_limit=job.get("time_limit"), stop=Stop())
     cx = r.counterexample
     findings = cx.findings if cx else []
     return {"verdict": "violation" if cx else "clean", "violations": len(findings),
@@ -64,11 +66,13 @@ def run_argv(job: dict, state: str) -> list[str]:
 
 
 def _run(job: dict) -> dict:
-    with tempfile.TemporaryDirectory(prefix="ksm-campaign-",
-                                     dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
-        argv = run_argv(job, os.path.join(d, "run.state"))
+    from ..scratch import preexec_die_with_parent, scratch_dir
+
+    with scratch_dir("campaign") as d:  # the janitor removes it if this worker is killed
+        argv = run_argv(job, str(d.path / "run.state"))
+        # the run (and so its roles) dies with this worker, whatever ends it
         p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                           timeout=job["duration"] + 120)
+                           timeout=job["duration"] + 120, preexec_fn=preexec_die_with_parent())
     if p.returncode not in (0, 1) or not p.stdout.strip():
         raise RuntimeError(f"ksm-emu run exited {p.returncode}: {(p.stderr.strip().splitlines() or [''])[-1]}")
     s = json.loads(p.stdout)

@@ -81,9 +81,11 @@ def _config(where: str, c: Any) -> dict:
             out[key] = _num(f"{where}.{key}", c[key])
     if not isinstance(out["arch"], str) or not isinstance(out["kernel"], str):
         raise SpecError(f"{where}: arch and kernel are strings")
+    from ..hazard import DirectMapError, analyse
+
     try:
-        config_of(out)
-    except ConfigError as e:
+        analyse(config_of(out))  # as explore checks it: a direct map that cannot fit fails here, not as a job
+    except (ConfigError, DirectMapError) as e:
         raise SpecError(f"{where}: {e}") from None
     return out
 
@@ -208,6 +210,14 @@ def parse(text: str) -> list[dict]:
         jobs += make(sec)
         if len(jobs) > MAX_JOBS:
             raise SpecError(f"more than {MAX_JOBS} jobs")
+    seen: set[str] = set()
+    for j in jobs:  # "seeds": [1, 1, "0x1"] or a config given twice: one job, asked for again
+        k = key(j)
+        if k in seen:
+            what = {f: j[f] for f in ("kind", "protocol", "scenario", "seed") if f in j}
+            raise SpecError(f"the same job twice ({json.dumps(what)} on {json.dumps(j['config'])}); "
+                            "each seed and config once")
+        seen.add(k)
     return jobs
 
 

@@ -5,8 +5,10 @@ re-run skips (and the job runs again)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 from pathlib import Path
 
 from .spec import key
@@ -32,6 +34,18 @@ def done(path: Path) -> tuple[dict[str, dict], int]:
     return out, bad
 
 
+# what a replay string may hold (emu.explore.schedule: shell-safe, pastes as one
+# argument); a forged one with shell text is not a record of ours
+_REPLAY = re.compile(r"ksmx1:[A-Za-z0-9_.:,=/+-]*")
+
+
+def _kind(k: object) -> bool:
+    """A finding's kind as explore names it ("stable_node's key in the mapping
+    of a page it does not own", "bad_page (free_pages_check)"): printable text
+    of one line, never escapes or newlines."""
+    return isinstance(k, str) and 0 < len(k) <= 200 and k.isprintable()
+
+
 def well_formed(rec: object) -> bool:
     """A record as run_job writes it, field by field: anything else in the file
     (a hand edit, another tool's line) is unreadable and its job runs again."""
@@ -39,16 +53,29 @@ def well_formed(rec: object) -> bool:
         return False
     kinds, detail, replay = rec.get("kinds"), rec.get("detail"), rec.get("replay")
     return (rec.get("verdict") in ("clean", "violation", "error")
-            and isinstance(kinds, list) and all(isinstance(k, str) for k in kinds)
+            and isinstance(kinds, list) and all(_kind(k) for k in kinds)
             and type(rec.get("violations")) is int and rec["violations"] >= 0
-            and (replay is None or (isinstance(replay, str) and replay.startswith("ksmx")))
+            and (replay is None or (isinstance(replay, str) and _REPLAY.fullmatch(replay) is not None))
             and isinstance(detail, dict) and (rec["verdict"] != "error" or isinstance(detail.get("error"), str))
             and isinstance(rec.get("worker"), str) and type(rec.get("elapsed_s")) in (int, float))
 
 
+class Busy(Exception):
+    """Another campaign holds the results file's lock."""
+
+
 class Appender:
+    """The results file, opened for appending and locked (flock LOCK_EX) for
+    the whole campaign: a second campaign on it is refused (Busy) instead of
+    running every job again and writing each record twice."""
+
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise Busy(str(path)) from None
         size = os.fstat(self.fd).st_size
         if size:  # a torn last line from a killed campaign: start ours on a line of its own
             with open(path, "rb") as f:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..cliutil import printable
 from ..explore.agree import agrees
 from ..hazard import analyse
 from .spec import config_of
@@ -68,6 +69,7 @@ def markdown(records: list[dict]) -> str:
             "violation kinds", "agree"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows(records):
-        lines.append("| " + " | ".join([r["config"], r["kind"], r["scenario"], r["protocol"], r["static"],
-                                        r["dynamic"], r["kinds"], r["agree"]]) + " |")
+        cells = [r["config"], r["kind"], r["scenario"], r["protocol"], r["static"], r["dynamic"], r["kinds"],
+                 r["agree"]]
+        lines.append("| " + " | ".join(printable(c) for c in cells) + " |")  # a forged record breaks no row
     return "\n".join(lines)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +32,7 @@ from ..mm.protocol import PROTOCOLS
 from ..mm.regions import PTRS_PER_GROUP, Geometry
 from ..mm.ring import CLOCK_STEPS, EXPLORE_CAPACITY, RingLayout
 from ..report import violation_records
+from ..scratch import scratch_dir
 from ..statefile import claim
 from ..trace.export import trace_of_world
 from . import timeline as tl
@@ -42,6 +42,7 @@ from .schedule import Schedule
 from .stop import Stop, Stopped, Watchdog, catching
 from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
 from .tso import model_name, parse_model
+from .validate import check_explore, checks_of
 
 
 @dataclass
@@ -122,6 +123,14 @@ def stable_node_base(cfg: Config) -> int | None:
     return None
 
 
+class ScenarioError(ValueError):
+    """A scenario that cannot be explored as given (its setup broke an invariant)."""
+
+
+def _one_line(finding: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in finding.items() if k in ("kind", "pfn", "stable_node", "mapping"))
+
+
 class Session:
     """A booted world for one scenario and config, with its snapshot."""
 
@@ -136,43 +145,49 @@ class Session:
         self._tmp = self._claimed = None
         fd = None
         if state is None:  # a temporary file of ours, gone with the session
-            self._tmp = tempfile.TemporaryDirectory(prefix=f"ksm-explore-{os.getpid()}-",
-                                                    dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            self._tmp = scratch_dir("explore")  # removed by close(), or by the janitor if we die
             state = Path(self._tmp.name) / "explore.state"
         else:  # the user's: created as run creates it (new, private, locked), never over a file
             self._claimed = claim(state, overwrite)
             state, fd = self._claimed.path, self._claimed.fd
-        # a trace ring per CPU, and one for the setup: filled on recorded replays only
-        self.trace_layout = RingLayout(("setup", *scenario.role_names), (0, *(cpus[r] for r in scenario.role_names)),
-                                       EXPLORE_CAPACITY, CLOCK_STEPS)
-        ncpus = max([cfg.nr_cpus, *(c + 1 for c in cpus.values())])
-        nmms = max(2, len(scenario.roles))
-        geo = Geometry(nr_pages=scenario.pages, nslots=2 * PTRS_PER_GROUP, ngroups=2, node_capacity=16,
-                       contents=16, nmms=nmms, violation_capacity=64, ncpus=ncpus)
-        base = stable_node_base(cfg)
-        self.world = boot(state, cfg, scenario.pages, protocol=protocol, nmms=nmms, geo=geo,
-                          extra=[*scenario.extra, self.trace_layout.region()],
-                          bases={"stable_nodes": base} if base is not None else None,
-                          meta={"scenario": scenario.name, "cpus": cpus, "trace": self.trace_layout.meta()}, fd=fd)
-        from ..mm.trace import TraceRings
-
-        # the setup's events go to its ring at time 0, and stay in the snapshot
-        self.world.trace = TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True)
-        roles = scenario.role_names
-        self._rings = TraceRings(self.world, route=lambda mm: 1 + roles.index(mm.role) if mm.role in roles else None,
-                                 gauge_each=True)
-        # the setup builds its state as a correct kernel would; a broken variant
-        # applies to the explored roles only
-        tested = self.world.protocol
-        self.world.protocol = tested if not tested.broken else PROTOCOLS["keyhole"]
+        self.world = None
         try:
-            self.data = scenario.setup(self.world) if scenario.setup else {}
-        finally:
-            self.world.protocol = tested
-            self.world.trace = None
-        found = self._violations()
-        if found:
-            raise RuntimeError(f"scenario {scenario.name}: its setup broke an invariant: {found[0]}")
+            # a trace ring per CPU, and one for the setup: filled on recorded replays only
+            self.trace_layout = RingLayout(("setup", *scenario.role_names), (0, *(cpus[r] for r in scenario.role_names)),
+                                           EXPLORE_CAPACITY, CLOCK_STEPS)
+            ncpus = max([cfg.nr_cpus, *(c + 1 for c in cpus.values())])
+            nmms = max(2, len(scenario.roles))
+            geo = Geometry(nr_pages=scenario.pages, nslots=2 * PTRS_PER_GROUP, ngroups=2, node_capacity=16,
+                           contents=16, nmms=nmms, violation_capacity=64, ncpus=ncpus)
+            base = stable_node_base(cfg)
+            self.world = boot(state, cfg, scenario.pages, protocol=protocol, nmms=nmms, geo=geo,
+                              extra=[*scenario.extra, self.trace_layout.region()],
+                              bases={"stable_nodes": base} if base is not None else None,
+                              meta={"scenario": scenario.name, "cpus": cpus, "trace": self.trace_layout.meta()}, fd=fd)
+            from ..mm.trace import TraceRings
+
+            # the setup's events go to its ring at time 0, and stay in the snapshot
+            self.world.trace = TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True)
+            roles = scenario.role_names
+            self._rings = TraceRings(self.world, route=lambda mm: 1 + roles.index(mm.role) if mm.role in roles else None,
+                                     gauge_each=True)
+            # the setup builds its state as a correct kernel would; a broken variant
+            # applies to the explored roles only
+            tested = self.world.protocol
+            self.world.protocol = tested if not tested.broken else PROTOCOLS["keyhole"]
+            try:
+                self.data = scenario.setup(self.world) if scenario.setup else {}
+            finally:
+                self.world.protocol = tested
+                self.world.trace = None
+            found = self._violations()
+            if found:
+                raise ScenarioError(f"scenario {scenario.name}: its setup broke an invariant: {_one_line(found[0])}")
+        except BaseException:  # nothing of a session that never was stays behind (as run's setup)
+            if self._claimed is not None:
+                os.unlink(self._claimed.path)
+            self.close()
+            raise
         procs = [Proc(name, cpus[name], self.world.objects.task[i], fn)
                  for i, (name, fn) in enumerate(scenario.roles)]
         self.checks = frozenset(checks)
@@ -202,6 +217,8 @@ class Session:
         out = self._violations()
         if outcome is not None:
             f = {"kind": Kind.of(outcome.split(":")[0]), "detail": outcome}
+            if outcome == "step limit":
+                f["detail"] = self._step_limit_hint()
             if outcome.startswith("exception") and self.runner.error:
                 f["traceback"] = self.runner.error  # the role's own frames: where it went wrong
             out.append(f)
@@ -214,6 +231,17 @@ class Session:
         if self.runner.kcsan is not None:
             out.extend(self.runner.kcsan.reports(self._describe, self._who, self._function))
         return out
+
+    def _step_limit_hint(self) -> str:
+        """Which role ran the last steps alone, if one did: most likely a loop
+        waiting on memory, which never lets the writer it waits for run."""
+        tail = self.runner.choices[-1000:]
+        if len(tail) < 1000 or len(set(tail)) != 1:
+            return f"step limit: {len(self.runner.choices)} steps"
+        name = self.runner.procs[tail[0]].name
+        return (f"step limit: {len(self.runner.choices)} steps, the last {len(tail)} all {name}'s: a loop "
+                "waiting on memory? wait with mm.spin_wait(off, size, can, spins), which parks the CPU "
+                "until the word may have changed")
 
     def _describe(self, off: int, size: int) -> str:
         return describe(self.world, off, size)
@@ -242,7 +270,8 @@ class Session:
         return Schedule(self.scenario.name, self.protocol, self.cfg, self.cpus, tuple(choices), self.model).encode()
 
     def close(self) -> None:
-        self.world.close()
+        if self.world is not None:
+            self.world.close()
         if self._claimed is not None:  # the file stays; its lock goes
             self._claimed.close()
         if self._tmp is not None:
@@ -296,6 +325,8 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     `stop`: the caller's way to end it early (`Stop.request`); the Result
     says why in `stopped`. Without one, Ctrl-C (in the main thread) ends the
     exploration cleanly and raises `Interrupted`, which holds the partial Result."""
+    check_explore(scenario, protocol, strategy, schedules, seed, depth, preemption_bound, time_limit)
+    checks = checks_of(checks)  # "kcsan" or ["kcsn"] is an error, never checking silently off
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
@@ -379,6 +410,9 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
         # signal during them ends them, and then their findings are the search's
         stop.reason = stop.deadline = None
         cxs = [_counterexample(session, c, f, minimize and stopped is None) for c, f in found]
+        if len(cxs) > 1 and state is not None and stop.reason is None:
+            # each replay leaves its final state in the file: end with the first's, the one reported
+            session.run(Replay(list(cxs[0]._session_args[4])), record=True)
         traced = cxs[0].trace if cxs else None
         if trace and not cxs and first is not None and stop.reason is None:
             session.run(Replay(list(first)), record=True)
@@ -472,6 +506,12 @@ def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int]
         try:
             outcome, env = session.run(Replay(list(choices)), record=True)
             stopped = stop.reason if outcome is not None and outcome == stop.reason else None
+            ran = len(session.runner.recording or ())
+            if stopped is None and ran < len(choices):  # steps the execution never asked for
+                from .dpor import Nondeterminism
+
+                raise Nondeterminism(f"the execution ended after {ran} steps, but the schedule has "
+                                     f"{len(choices) - ran} more: not this scenario's schedule")
             findings = session.findings(outcome, env) if stopped is None else []
             timeline = tl.steps_as_dicts(session, session.runner.recording, findings)
             r = Replayed(session.schedule(choices), findings, timeline, session.trace(choices), stopped)
@@ -491,6 +531,7 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
     from . import scenarios as builtin
     from .schedule import decode
 
+    checks = checks_of(checks)
     known = {**builtin.SCENARIOS, **(scenarios or {})}
     s = decode(text, {name: sc.role_names for name, sc in known.items()})
     if s.protocol not in PROTOCOLS:

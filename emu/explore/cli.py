@@ -23,7 +23,7 @@ from ..kconfig import KERNELS, ConfigError
 from ..machfile import MachineError
 from ..mm.protocol import PROTOCOLS
 from .dpor import Nondeterminism
-from .schedule import ScheduleError
+from .schedule import MAGIC, ScheduleError
 from .stop import Stop, catching
 from .strategies import ENDLESS_DEFAULT, STRATEGIES
 from .tso import BARRIERS, MODELS
@@ -144,7 +144,7 @@ def _check_overwrite(args: argparse.Namespace) -> None:
     if args.overwrite and args.state is None and args.trace is None:
         raise UserError("--overwrite goes with --state FILE or --trace FILE")
     distinct_outputs(("--state", args.state), ("--trace", args.trace),
-                     ("the schedule file", getattr(args, "schedule", None)))
+                     ("the schedule file", _schedule_file(getattr(args, "schedule", None))))
     if args.trace is not None:
         from ..trace.output import TraceFileError, check_trace_path
 
@@ -225,6 +225,16 @@ def cmd_explore(args: argparse.Namespace) -> int:
     for role, cpu in cpus.items():
         if not 0 <= cpu < cfg.nr_cpus:
             raise UserError(f"--cpu {role}={cpu}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")
+    from ..hazard import DirectMapError, analyse
+    from .validate import check_explore
+
+    try:
+        analyse(cfg)  # the direct map must fit the address space before a world is booted in it
+        # the API's own validator: what the flags above did not catch is one line here too
+        check_explore(scenario, args.protocol, args.strategy, args.schedules, args.seed or 0, args.depth or 3,
+                      args.preemption_bound, args.time_limit)
+    except (DirectMapError, ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
     # SIGINT, SIGTERM and SIGHUP end the exploration at its next step: what it
     # found so far is printed, its temporary files go, and the exit is 130
     with catching(Stop()) as stop:
@@ -309,7 +319,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .api import replay
 
     _check_overwrite(args)
-    text = args.schedule if args.schedule.startswith("ksmx") else _schedule_from_file(args.schedule)
+    text = args.schedule if _schedule_file(args.schedule) is None else _schedule_from_file(args.schedule)
     with catching(Stop()) as stop:
         try:
             r = replay(text, state=args.state, overwrite=args.overwrite, checks=args.checks, stop=stop)
@@ -329,6 +339,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 _JSON_MAX = 64 << 20  # explore --json output with its timelines is well under this
 
 
+def _schedule_file(arg: str | None) -> str | None:
+    """replay's argument if it names a file: anything but a replay string
+    (which begins ksmx1:, a colon no file name of ours needs)."""
+    return None if arg is None or arg.startswith(MAGIC + ":") else arg
+
+
 def _schedule_from_file(path: str) -> str:
     """The replay string in an explore/replay --json output file. Opened without
     blocking (a FIFO would hang open()) and read only if it is a regular file."""
@@ -337,7 +353,8 @@ def _schedule_from_file(path: str) -> str:
     blob = read_regular_file(path, _JSON_MAX, "explore --json output")
     try:
         d = json.loads(blob)
-        text = d.get("replay") or d["violations"][0]["schedule"]
+        # explore --json names it "replay" (or per violation); replay --json, "schedule"
+        text = d.get("replay") or d.get("schedule") or d["violations"][0]["schedule"]
         if not isinstance(text, str):
             raise TypeError
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):

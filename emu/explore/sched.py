@@ -18,12 +18,13 @@ until the bytes say it may proceed.
 
 from __future__ import annotations
 
+import bisect
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from greenlet import getcurrent, greenlet
+from greenlet import GreenletExit, getcurrent, greenlet
 
 from ..check.kcsan import RaceDetector
 from ..mm.kfunc import kernel_function
@@ -33,6 +34,11 @@ from .tso import FENCED, STORES, StoreBuffers, TsoMem, parse_model
 
 START = ("start", 0, 0, False)
 
+
+
+def _check_size(size: int) -> None:
+    if size not in (1, 2, 4, 8):  # as the accessors themselves say, and before any byte is looked at
+        raise ValueError(f"field size must be 1, 2, 4 or 8 bytes, not {size}")
 
 class Nondeterminism(RuntimeError):
     """A replayed step did something else than before: state outside the mapping
@@ -136,6 +142,8 @@ class Runner:
         self.choices: list[int] = []
         m = world.machine
         self._lo = min(r.offset for r in m.regions.values())
+        self._spans = sorted((r.offset, r.offset + r.size) for r in m.regions.values())
+        self._starts = [a for a, _ in self._spans]
         self._snap = bytes(m.mm[self._lo:m.size])
         self.recording: list[Step] | None = None
         self.preemptible = bool(m.cfg.options.get("PREEMPT"))
@@ -217,7 +225,8 @@ class Runner:
             self.procs[p].script(mm, env)
         except Abort:
             return
-        except Exception as e:  # a role script raised: a finding, replayable like any other
+        except (Exception, GreenletExit) as e:  # a role script raised: a finding, replayable like any other
+            # (GreenletExit too: greenlet would take it for a normal end, the role never finished)
             if self.aborting:
                 return
             self._close(p)  # its last step's footprint: the strategies need it like any other
@@ -250,6 +259,8 @@ class Runner:
     def point(self, p: int, op: str, off: int, size: int, write: bool) -> None:
         if self.aborting:
             raise Abort
+        _check_size(size)  # before the checkers walk `size` bytes (10**7 of them took 40 s)
+        self._check_span(op, off, size)
         stop = self.stop
         if stop.reason is not None or (stop.deadline is not None and not len(self.choices) & 255 and stop.due()):
             self.outcome = stop.reason
@@ -273,9 +284,18 @@ class Runner:
                 raise Abort
         self._open(p, pend)
 
+    def _check_span(self, op: str, off: int, size: int) -> None:
+        """An access inside one region, else the role's exception (a finding),
+        raised before it happens: not a write into the header or between regions."""
+        i = bisect.bisect_right(self._starts, off) - 1
+        if i < 0 or off + size > self._spans[i][1]:
+            raise ValueError(f"{op} of {size} bytes at file offset {off}: in no region of the machine")
+
     def ghost(self, off: int, size: int, write: bool, rmw: bool = False) -> None:
         if self.aborting:
             raise Abort
+        _check_size(size)
+        self._check_span("access", off, size)
         self.fp.append((off, off + size, write))
         if rmw and self.kcsan is not None:
             self.kcsan.ghost_rmw(self.current, off, size)

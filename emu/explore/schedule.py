@@ -79,10 +79,14 @@ def decode_config(text: str) -> Config:
             kw[keys[key]] = int(value, 0)
         except ValueError:
             raise ScheduleError(f"bad number {value!r} in config item {p!r}") from None
+    from ..hazard import DirectMapError, analyse
+
     try:
-        return resolve(parts[0], parts[1], **kw)
-    except ConfigError as e:
+        cfg = resolve(parts[0], parts[1], **kw)
+        analyse(cfg)  # a direct map that cannot fit (po=) is a bad string, as explore's flags are
+    except (ConfigError, DirectMapError) as e:
         raise ScheduleError(f"config {text!r}: {e}") from None
+    return cfg
 
 
 def encode_steps(choices: tuple[int, ...] | list[int]) -> str:
@@ -95,15 +99,18 @@ def encode_steps(choices: tuple[int, ...] | list[int]) -> str:
     return ".".join(f"{c}x{n}" if n > 1 else str(c) for c, n in runs)
 
 
-_RUN = re.compile(r"^(\d+)(?:x(\d+))?$")
+# ASCII digits only (\d takes "²", which int() refuses), and few of them: a
+# count of 4,300 digits is not parsed at all
+_RUN = re.compile(r"([0-9]{1,4})(?:x([0-9]{1,9}))?")
+_CPU = re.compile(r"[0-9]{1,9}")
 
 
 def decode_steps(text: str, nprocs: int) -> tuple[int, ...]:
     out: list[int] = []
     for run in text.split(".") if text else []:
-        m = _RUN.match(run)
+        m = _RUN.fullmatch(run)
         if not m:
-            raise ScheduleError(f"bad step run {run!r}: want ROLE or ROLExCOUNT")
+            raise ScheduleError(f"bad step run {run[:40]!r}{'...' * (len(run) > 40)}: want ROLE or ROLExCOUNT")
         c, n = int(m.group(1)), int(m.group(2) or 1)
         if c >= nprocs or n < 1:
             raise ScheduleError(f"bad step run {run!r}: roles are 0..{nprocs - 1}, counts at least 1")
@@ -131,14 +138,20 @@ def decode(text: str, roles_of: dict[str, list[str]]) -> Schedule:
     if scenario not in roles_of:
         raise ScheduleError(f"unknown scenario {scenario!r}; known: {', '.join(roles_of)}")
     roles = roles_of[scenario]
+    cfg = decode_config(config)
     cpus: dict[str, int] = {}
     for item in cpus_text.split(",") if cpus_text else []:
         role, sep, cpu = item.partition("=")
-        if not sep or role not in roles or not cpu.isdigit():
+        if not sep or role not in roles or not _CPU.fullmatch(cpu):
             raise ScheduleError(f"bad CPU assignment {item!r}: want ROLE=CPU for roles {', '.join(roles)}")
+        if role in cpus:
+            raise ScheduleError(f"bad CPU assignment {item!r}: {role} is given a CPU twice")
+        if int(cpu) >= cfg.nr_cpus:  # as explore --cpu: a CPU of this config (a huge id would size the world)
+            raise ScheduleError(f"bad CPU assignment {item!r}: CPU ids are 0..{cfg.nr_cpus - 1} "
+                                f"(NR_CPUS={cfg.nr_cpus})")
         cpus[role] = int(cpu)
     if sorted(cpus) != sorted(roles):
         raise ScheduleError(f"the CPU assignment names {', '.join(cpus) or 'no role'}; scenario "
                             f"{scenario} has {', '.join(roles)}")
     nchoices = len(roles) * (2 if parse_model(model)[0] == "tso" else 1)  # tso: a store buffer's flush per role too
-    return Schedule(scenario, protocol, decode_config(config), cpus, decode_steps(steps, nchoices), model)
+    return Schedule(scenario, protocol, cfg, cpus, decode_steps(steps, nchoices), model)

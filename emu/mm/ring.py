@@ -73,8 +73,9 @@ class RingLayout:
             names, cpus = tuple(meta["rings"]), tuple(int(c) for c in meta["cpus"])
             lay = cls(names, cpus, int(meta["capacity"]), str(meta["clock"]))
             ok = (all(isinstance(n, str) for n in names) and len(names) == len(cpus) and lay.capacity > 0
+                  and all(0 <= c < 1 << 16 for c in cpus)
                   and meta.get("record_size") == EVENT_DTYPE.itemsize and lay.size <= region_size)
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):  # OverflowError: Infinity
             ok = False
         if not ok:
             raise ValueError("the trace region's description in the header is corrupt")

@@ -76,7 +76,7 @@ def history(m: Machine, pfn: int) -> dict:
             row = {"time": when(at), "cpu": ring.cpu, "role": ring.name, "event": name, "args": args,
                    "what": _what(ctx, name, args, ring.cpu), "_key": (at, i, s.seq)}
             if s.parent >= 0:
-                row["in"] = NAMES[s.parent]
+                row["in"] = NAMES[s.parent] if s.parent < len(NAMES) else f"code {s.parent}"  # a forged ring
             if s.code == LOCK_HELD:
                 row["until"] = when(s.t1) + (" (unfinished)" if s.unfinished else "")
             rows.append(row)

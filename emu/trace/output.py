@@ -40,6 +40,10 @@ def check_trace_path(path: str, overwrite: bool = False) -> Path:
         raise TraceFileError(f"--trace {path}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise TraceFileError(f"--trace {path} is a {file_kind(st.st_mode)}, not a regular file")
+    from ..cliutil import live_state
+
+    if live_state(p):  # the output-path rule every flag shares (emu.cliutil)
+        raise TraceFileError(f"--trace {path} is the state file of a live run; not replacing it")
     if not overwrite:
         raise TraceFileError(f"--trace {path} exists; not replacing it (--overwrite replaces it)")
     return p

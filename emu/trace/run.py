@@ -57,7 +57,7 @@ class Export:
         title = f"ksm-emu run: {c.arch.name} {c.kernel}, protocol {spec.protocol}, {spec.pages} pages"
         trace, rings = trace_of_view(view, self.ctx, self.lay, title,
                                      {"config": c.as_dict(), "protocol": spec.protocol, "state": spec.state})
-        out = {"file": spec.trace, **rings}
+        out = {"file": spec.trace, **rings, "trace_events": len(trace["traceEvents"])}
         try:
             write_trace(Path(spec.trace), trace, spec.overwrite)
         except TraceFileError as e:
