@@ -36,7 +36,7 @@ def done(path: Path) -> tuple[dict[str, dict], int]:
 
 # what a replay string may hold (emu.explore.schedule: shell-safe, pastes as one
 # argument); a forged one with shell text is not a record of ours
-_REPLAY = re.compile(r"ksmx1:[A-Za-z0-9_.:,=/+-]*")
+_REPLAY = re.compile(r"ksmx[12]:[A-Za-z0-9_.:,=/+-]*")
 
 
 def _kind(k: object) -> bool:

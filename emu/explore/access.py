@@ -13,10 +13,10 @@ if TYPE_CHECKING:
 class SchedMem:
     """A CPU's kernel accessor under the scheduler: each access is a scheduling point."""
 
-    __slots__ = ("_r", "_pt", "_p")
+    __slots__ = ("_r", "_pt", "_p", "_fence")
 
     def __init__(self, real: object, runner: Runner, proc: int) -> None:
-        self._r, self._pt, self._p = real, runner.point, proc
+        self._r, self._pt, self._p, self._fence = real, runner.point, proc, runner.fence
 
     def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load", off, size, False)
@@ -41,6 +41,10 @@ class SchedMem:
     def atomic_set(self, off: int, value: int) -> None:
         self._pt(self._p, "atomic_set", off, 4, True)
         self._r.atomic_set(off, value)
+
+    def load_acquire(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "load_acquire", off, size, False)
+        return self._r.load(off, size, signed, **kw)
 
     def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store_release", off, size, True)
@@ -70,15 +74,20 @@ class SchedMem:
         self._pt(self._p, "atomic_inc_not_zero", off, 4, True)
         return self._r.atomic_inc_not_zero(off)
 
-    # barriers: nothing to do under sequential consistency (emu.explore.tso has what TSO does)
+    # barriers: no scheduling point under sequential consistency, which orders
+    # everything anyway (emu.explore.tso has what TSO does); the race checker's
+    # happens-before still has them
     def smp_mb(self, site: str | None = None) -> None:
-        pass
+        self._fence(self._p, "smp_mb")
 
     def smp_rmb(self) -> None:
-        pass
+        self._fence(self._p, "smp_rmb")
 
     def smp_wmb(self) -> None:
-        pass
+        self._fence(self._p, "smp_wmb")
+
+    def ctrl_dep(self) -> None:
+        self._fence(self._p, "ctrl_dep")
 
 
 class GhostMem:

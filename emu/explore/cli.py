@@ -23,7 +23,7 @@ from ..kconfig import KERNELS, ConfigError
 from ..machfile import MachineError
 from ..mm.protocol import PROTOCOLS
 from .dpor import Nondeterminism
-from .schedule import MAGIC, ScheduleError
+from .schedule import MAGIC, MAGIC_MODEL, ScheduleError
 from .stop import Stop, catching
 from .strategies import ENDLESS_DEFAULT, STRATEGIES
 from .tso import BARRIERS, MODELS
@@ -341,15 +341,15 @@ _JSON_MAX = 64 << 20  # explore --json output with its timelines is well under t
 
 def _schedule_file(arg: str | None) -> str | None:
     """replay's argument if it names a file: anything but a replay string
-    (which begins ksmx1:, a colon no file name of ours needs)."""
-    return None if arg is None or arg.startswith(MAGIC + ":") else arg
+    (which begins ksmx1: or ksmx2:, a colon no file name of ours needs)."""
+    return None if arg is None or arg.startswith((MAGIC + ":", MAGIC_MODEL + ":")) else arg
 
 
 def _schedule_from_file(path: str) -> str:
     """The replay string in an explore/replay --json output file. Opened without
     blocking (a FIFO would hang open()) and read only if it is a regular file."""
     if not os.path.lexists(path):
-        raise UserError(f"{path}: no such file, and not a replay string (ksmx1:...)")
+        raise UserError(f"{path}: no such file, and not a replay string (ksmx1:... or ksmx2:...)")
     blob = read_regular_file(path, _JSON_MAX, "explore --json output")
     try:
         d = json.loads(blob)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..decode import describe, mapping_members
 from ..findings import OPENED_KINDS
 
-_LOADS = ("load", "load_once", "atomic_read")
+_LOADS = ("load", "load_once", "atomic_read", "load_acquire")
 _OPENED = OPENED_KINDS
 
 

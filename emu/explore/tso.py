@@ -153,6 +153,10 @@ class TsoMem(SchedMem):
         self._pt(self._p, "load_once", off, size, False)
         return self._sb.load(self._p, off, size, signed)
 
+    def load_acquire(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
+        self._pt(self._p, "load_acquire", off, size, False)  # TSO: every load is an acquire
+        return self._sb.load(self._p, off, size, signed)
+
     def atomic_read(self, off: int) -> int:
         self._pt(self._p, "atomic_read", off, 4, False)
         return self._sb.load(self._p, off, 4, True)
@@ -191,7 +195,7 @@ class TsoMem(SchedMem):
     def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
         if sys._getframe(1).f_code.co_name in UNLOCKED_RMW:  # x86's unlock: incb without a lock prefix
             old = self.load_once(off, size, signed)  # asm: marked; only the owner writes it, so a load,
-            self.store_once(off, size, old + delta)  # then a buffered store
+            self.store_release(off, size, old + delta)  # then a buffered store: spin_unlock's release
             return old
         self._locked("fetch_add", off, size)
         return self._r.fetch_add(off, size, delta, signed, **kw)

@@ -122,6 +122,11 @@ def get_ksm_page(mm: MM, tree: StableTree, idx: int) -> int:
 
 
 def _stale(mm: MM, tree: StableTree, idx: int) -> int:
+    # A control dependency: removing the node, plain stores into its rmap_items,
+    # happens only because mapping (or the count) was read gone. That orders the
+    # free path's last looks at the node (try_to_unmap's hlist walk) before them;
+    # LKMM orders a control dependency to marked writes only (docs/memory-models.md)
+    mm.a.ctrl_dep()
     mm.rcu_read_unlock()
     mm.count("get_ksm_page_stale")
     remove_node_from_stable_tree(mm, tree, idx)

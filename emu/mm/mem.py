@@ -7,11 +7,14 @@ what the kernel code does at that place:
   load, store              a plain C access
   load_once, store_once    a marked one (ACCESS_ONCE / READ_ONCE / WRITE_ONCE)
   atomic_read, atomic_set  an atomic_t's plain-but-atomic read and set
+  load_acquire             smp_load_acquire / the read that ends a ticket lock's spin
   store_release            smp_store_release / arch_spin_unlock's releasing store
   cas, xchg, fetch_add, fetch_or, fetch_and, atomic_inc_not_zero
                            atomic read-modify-writes (cmpxchg, bit ops, ...)
   smp_mb, smp_rmb, smp_wmb the kernel's barriers (Documentation/memory-barriers.txt);
                            smp_mb(site) names the kernel function it stands for
+  ctrl_dep                 no instruction: says that what follows runs only because
+                           of a value just read (a control dependency the code relies on)
 
 What each orders, as Documentation/atomic_t.txt says: the value-returning
 RMWs (cmpxchg, xchg, atomic_inc_not_zero, test_and_set_bit...) are full
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 from .._atomics import Atomics
 
-ACCESSES = ("load", "store", "load_once", "store_once", "atomic_read", "atomic_set", "store_release",
+ACCESSES = ("load", "store", "load_once", "store_once", "atomic_read", "atomic_set", "load_acquire", "store_release",
             "cas", "xchg", "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero")
 PLAIN = frozenset(("load", "store"))  # an ordinary C access: lockdep's and KCSAN's business
 MARKED = frozenset(("load_once", "store_once"))  # READ_ONCE / WRITE_ONCE: racy on purpose
@@ -40,7 +43,8 @@ MARKED = frozenset(("load_once", "store_once"))  # READ_ONCE / WRITE_ONCE: racy 
 class KernelAtomics(Atomics):
     load_once = Atomics.load
     store_once = Atomics.store
-    store_release = Atomics.store  # every Atomics op is sequentially consistent
+    load_acquire = Atomics.load  # every Atomics op is sequentially consistent
+    store_release = Atomics.store
 
     # ... so a barrier has nothing left to order in a free run
     def smp_mb(self, site: str | None = None) -> None:
@@ -50,4 +54,7 @@ class KernelAtomics(Atomics):
         pass
 
     def smp_wmb(self) -> None:
+        pass
+
+    def ctrl_dep(self) -> None:
         pass

@@ -153,8 +153,8 @@ def spin_lock(mm: MM, off: int, lm: LockModel, max_spins: int = 0) -> None:
         def served(v: int) -> bool:
             return v == ticket
 
-        spins = 0
-        while a.load_once(lk + srel, ssize) != ticket:
+        spins = 0  # the read that sees our ticket served is spin_lock's ACQUIRE (x86: every load is)
+        while a.load_acquire(lk + srel, ssize) != ticket:
             spins += 1
             mm.spin_wait(lk + srel, ssize, served, spins)
     _acquired(mm, off)

@@ -15,6 +15,8 @@ run's role processes inherit it). Never set outside tests.
   kcsan-plain-read-acquires the data race checker lets a plain read acquire
                             what the write it reads released (wrong under every
                             kernel memory model: it hides the races after it)
+  kcsan-every-access-orders the data race checker's model before LKMM: every
+                            write releases, every marked read acquires
   atomics-<op>-read-then-store
                             emu._atomics' <op> (cas, xchg, fetch-add, fetch-sub,
                             fetch-or, fetch-and, fetch-xor, inc-not-zero,
@@ -30,5 +32,6 @@ from .._atomics import TEST_BREAKS
 
 ENV = "KSM_EMU_TEST_BREAK"
 NAMES = ("pte-lock-of-other-table", "freeze-read-then-store", "refcounted-plain-store",
-         "dec-read-then-store", "trylock-read-then-store", "kcsan-plain-read-acquires", *TEST_BREAKS)
+         "dec-read-then-store", "trylock-read-then-store", "kcsan-plain-read-acquires",
+         "kcsan-every-access-orders", *TEST_BREAKS)
 BROKEN: frozenset[str] = frozenset(n for n in os.environ.get(ENV, "").split(",") if n in NAMES)
