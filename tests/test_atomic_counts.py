@@ -38,7 +38,7 @@ NPROC = 4
 N = 50_000  # iterations per worker at least
 CHUNK_S = 200e-6  # seconds per nogil call, between looks at the others (the count adapts)
 TIME_LIMIT = 60  # per round: a host that never runs two workers at once fails the test
-PARALLEL = 8  # chunks, all workers' together, that ran on a CPU while another worker progressed on another
+PARALLEL = 32  # chunks, all workers' together, that ran on a CPU while another worker progressed on another
 M64 = (1 << 64) - 1
 RUNS = 20  # the test of the test: runs against the broken op, and against the real one
 
