@@ -124,3 +124,26 @@ def test_killed_midway_then_rerun_completes_only_the_missing_jobs(spec_dir):
     assert len(keys) == len(set(keys)) == total  # every job once: none run twice, none lost
     assert final[:len(second)] == second  # what was written stays as it was
     assert f"{total - len(second)} run now on 1 local worker, {len(second)} already in kill.jsonl" in r.stdout
+
+
+def test_memory_models_make_jobs_of_their_own(tmp_path):
+    """A SPEC's memory_models: each model a job of its own (an sc job keeps the
+    identity it had before memory models), run under that model, shown apart in
+    the table; dropping the free path's barrier under tso is found, with a
+    replay string that names the model."""
+    spec = {"explore": {"scenarios": ["pagetable-reuse"], "memory_models": ["sc", "tso", "tso/-zone_lock", "tso"]}}
+    jobs = parse(json.dumps(spec))
+    assert [j.get("memory_model") for j in jobs] == [None, "tso", "tso/-zone_lock"]
+    (tmp_path / "m.json").write_text(json.dumps(spec))
+    r = campaign("m.json", "--jobs", "1", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr  # a violation among the jobs
+    recs = {r["job"].get("memory_model", "sc"): r for r in records(tmp_path / "m.results.jsonl")}
+    assert recs["sc"]["verdict"] == recs["tso"]["verdict"] == "clean"
+    assert recs["tso"]["detail"]["complete"] and recs["tso"]["detail"]["schedules"] > recs["sc"]["detail"]["schedules"]
+    dropped = recs["tso/-zone_lock"]
+    assert dropped["verdict"] == "violation" and ":tso/-zone_lock:" in dropped["replay"]
+    assert "stable_node freed while its page carries its key" in dropped["kinds"]
+    table = (tmp_path / "m.results.md").read_text() if (tmp_path / "m.results.md").exists() else r.stdout
+    assert "pagetable-reuse (tso/-zone_lock)" in table and "pagetable-reuse (tso)" in table
+    replayed = subprocess.run([*EMU, "replay", dropped["replay"]], capture_output=True, text=True, env=ENV)
+    assert replayed.returncode == 1 and "stable_node freed while its page carries its key" in replayed.stdout

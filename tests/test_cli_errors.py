@@ -135,6 +135,9 @@ BAD_SPECS = {  # campaign SPECs: each malformed in one way
     "dup-seeds": '{"explore": {"strategy": "pct", "schedules": 1, "seeds": [1, 1, "0x1"]}}',  # issue 15 item 12
     "dup-config": '{"run": {"configs": [{}, {"arch": "x86_64"}]}}',
     "direct-map": '{"explore": {"configs": [{"page_offset": "0xffffffffffffff00"}]}}',  # item 15
+    "memory-model": '{"explore": {"memory_models": ["pso"]}}',
+    "memory-model-drop-sc": '{"explore": {"memory_models": ["sc/-zone_lock"]}}',
+    "memory-model-type": '{"explore": {"memory_models": [1]}}',
 }
 
 

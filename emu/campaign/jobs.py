@@ -41,7 +41,8 @@ def _explore(job: dict) -> dict:
     # SIGTERM ends this worker at once (its scratch directory goes with the janitor)
     r = explore(SCENARIOS[job["scenario"]], config_of(job["config"]), protocol=job["protocol"],
                 strategy=job["strategy"], schedules=job["schedules"], seed=job["seed"],
-                depth=job.get("depth", 3), cpus=job["cpus"], time_limit=job.get("time_limit"), stop=Stop())
+                depth=job.get("depth", 3), cpus=job["cpus"], time_limit=job.get("time_limit"),
+                memory_model=job.get("memory_model", "sc"), stop=Stop())
     cx = r.counterexample
     findings = cx.findings if cx else []
     return {"verdict": "violation" if cx else "clean", "violations": len(findings),

@@ -1,6 +1,7 @@
 """A campaign's SPEC (JSON): which jobs to run, expanded to one object per job.
 
     {"explore": {"configs": [CONFIG, ...], "protocols": [...], "scenarios": [...],
+                 "memory_models": ["sc", "tso", "tso/-zone_lock"],
                  "seeds": [...], "strategy": "pct", "schedules": 200, "depth": 3, "cpus": {...}},
      "run":     {"configs": [CONFIG, ...], "protocols": [...], "seeds": [...],
                  "pages": 1024, "duration": 2}}
@@ -23,8 +24,8 @@ from ..mm.protocol import PROTOCOLS
 
 CONFIG_KEYS = {"arch", "kernel", "enable", "disable", "nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"}
 SECTION_KEYS = {
-    "explore": {"configs", "protocols", "scenarios", "seeds", "strategy", "schedules", "depth", "cpus",
-                "time_limit"},
+    "explore": {"configs", "protocols", "scenarios", "memory_models", "seeds", "strategy", "schedules", "depth",
+                "cpus", "time_limit"},
     "run": {"configs", "protocols", "seeds", "pages", "duration", "allocators"},
 }
 MAX_JOBS = 100_000
@@ -107,6 +108,7 @@ def _explore_jobs(sec: dict) -> list[dict]:
                                                                                  [{}]))]
     protocols = _choices("explore.protocols", sec.get("protocols", ["keyhole"]), list(PROTOCOLS))
     scenarios = _choices("explore.scenarios", sec.get("scenarios", ["stale-node"]), list(SCENARIOS))
+    models = _memory_models(sec.get("memory_models", ["sc"]))
     seeds = [_num(f"explore.seeds[{i}]", s) for i, s in enumerate(_list("explore.seeds", sec.get("seeds"), [0]))]
     strategy = sec.get("strategy", "dpor")
     if strategy not in STRATEGIES:
@@ -129,9 +131,9 @@ def _explore_jobs(sec: dict) -> list[dict]:
         raise SpecError("explore.time_limit: want seconds, > 0 and <= 86400")
     if strategy in ("pct", "random") and schedules is None and time_limit is None:
         raise SpecError(f"explore: strategy {strategy} never runs out of schedules; give schedules or time_limit")
-    _bounded("explore", len(configs) * len(protocols) * len(scenarios) * len(seeds))
+    _bounded("explore", len(configs) * len(protocols) * len(scenarios) * len(models) * len(seeds))
     jobs = []
-    for c, p, sc, seed in itertools.product(configs, protocols, scenarios, seeds):
+    for c, p, sc, model, seed in itertools.product(configs, protocols, scenarios, models, seeds):
         roles = SCENARIOS[sc].role_names
         bad = set(cpus) - set(roles)
         if bad:
@@ -149,8 +151,27 @@ def _explore_jobs(sec: dict) -> list[dict]:
             job["depth"] = depth
         if time_limit is not None:  # only when given: a job's identity is unchanged otherwise
             job["time_limit"] = time_limit
+        if model != "sc":  # likewise: an sc job is the same job as before memory models
+            job["memory_model"] = model
         jobs.append(job)
     return jobs
+
+
+def _memory_models(v: Any) -> list[str]:
+    """Each as explore --memory-model takes it ("sc", "tso", "tso/-zone_lock"), in its canonical spelling."""
+    from ..explore.tso import model_name, parse_model
+
+    out = []
+    for i, m in enumerate(_list("explore.memory_models", v, ["sc"])):
+        if not isinstance(m, str):
+            raise SpecError(f"explore.memory_models[{i}]: want a string such as \"tso\", not {json.dumps(m)}")
+        try:
+            name = model_name(*parse_model(m))
+        except ValueError as e:
+            raise SpecError(f"explore.memory_models[{i}]: {e}") from None
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def _run_jobs(sec: dict) -> list[dict]:

@@ -38,11 +38,11 @@ def rows(records: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         j = r["job"]
-        g = (config_label(j["config"]), j["kind"], j.get("scenario", "-"), j["protocol"])
+        g = (config_label(j["config"]), j["kind"], j.get("scenario", "-"), j.get("memory_model", ""), j["protocol"])
         groups.setdefault(g, []).append(r)
     statics: dict[str, str] = {}
     out = []
-    for (label, kind, scenario, protocol), recs in sorted(groups.items()):
+    for (label, kind, scenario, model, protocol), recs in sorted(groups.items()):
         if label not in statics:
             try:
                 statics[label] = analyse(config_of(recs[0]["job"]["config"])).verdict
@@ -55,7 +55,8 @@ def rows(records: list[dict]) -> list[dict]:
             agree = "yes" if all(agrees(statics[label], set(r["kinds"])) for r in recs
                                  if r["verdict"] != "error") else "NO"
         schedules = sum(r["detail"].get("schedules", 0) for r in recs if _verdict(r) == INCOMPLETE)
-        out.append({"config": label, "kind": kind, "scenario": scenario, "protocol": protocol,
+        out.append({"config": label, "kind": kind, "scenario": scenario + (f" ({model})" if model else ""),
+                    "protocol": protocol,
                     "static": statics[label],
                     "dynamic": ", ".join((v if v != INCOMPLETE or kind != "explore" else
                                           f"no violation found ({schedules} schedules, incomplete)") + f" {n}/{len(recs)}"
