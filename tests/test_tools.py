@@ -44,7 +44,8 @@ def test_bench_ksm_bad_args():
 
 def test_bench_explore_json():
     r = subprocess.run([sys.executable, str(TOOLS / "bench_explore.py"), "--json", "--skip", "steps",
-                        "--run-cap", "2", "--pct-seeds", "2"], capture_output=True, text=True, timeout=600)
+                        "--run-cap", "2", "--pct-seeds", "2", "--model-time-limit", "2"], capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     x = d["dpor_vs_dfs"]
@@ -52,6 +53,15 @@ def test_bench_explore_json():
     f = d["first_violation"]
     assert f["explore_schedules"] >= 1 and f["run_cap_s"] == 2 and f["ratio_run_over_explore"] > 0
     assert len(d["pct"]["schedules_to_violation"]) == 2 and set(d["goals"]) >= {"dpor >= 10x fewer schedules than dfs"}
+    from emu.explore.scenarios import SCENARIOS
+
+    assert [m["scenario"] for m in d["models"]] == list(SCENARIOS)
+    for m in d["models"]:  # each model explored, tso against sc in the same run
+        assert m["sc"]["schedules"] >= 1 and m["tso"]["schedules"] >= 1
+        assert m["tso_over_sc_steps_per_s"] == round(m["tso"]["steps_per_s"] / m["sc"]["steps_per_s"], 2)
+    assert [x["model"] for x in d["litmus"]] == ["sc", "tso", "lkmm"]
+    assert all(x["files"] > 50 and x["seconds"] > 0 for x in d["litmus"])
+    assert d["litmus"][2]["disagree"] == 0  # the Result lines are LKMM's: sc and tso differ on some
 
 
 def _bench_dirs():

@@ -14,6 +14,11 @@
    free `ksm-emu run --protocol keyhole-no-recheck` with default flags, capped.
 4. PCT (depth 3) on stale-node with keyhole-no-recheck: schedules to the
    violation for seeds 0..9.
+5. per memory model (tools/bench_models.py): each built-in scenario under sc
+   and tso, schedules and steps/s, tso as ratios to sc; with --baseline DIR
+   (a checkout of the revision before the memory models, extensions built)
+   sc there too, side by side (the goal: sc within 10% of before).
+6. the litmus suite (tools/bench_litmus.py): its total time per model.
 
 Prints a table, or one JSON object with --json.
 """
@@ -178,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-cap", type=float, default=60.0, help="seconds the free run may take (default 60)")
     p.add_argument("--pct-seeds", type=int, default=10)
     p.add_argument("--pct-limit", type=int, default=400, help="schedules per PCT seed (default 400)")
-    p.add_argument("--skip", action="append", default=[], choices=["dfs", "steps", "first", "pct"])
+    p.add_argument("--skip", action="append", default=[], choices=["dfs", "steps", "first", "pct", "models", "litmus"])
+    p.add_argument("--model-time-limit", type=float, default=60.0,
+                   help="seconds per exploration in the per-model section (default 60)")
+    p.add_argument("--baseline", type=Path, help="another checkout: its sc figures beside this one's")
     args = p.parse_args(argv)
     if args.run_cap <= 0 or args.pct_seeds < 1 or args.pct_limit < 1:
         p.error("--run-cap, --pct-seeds and --pct-limit must be positive")
@@ -191,6 +199,22 @@ def main(argv: list[str] | None = None) -> int:
         r["first_violation"] = bench_first_violation(args.run_cap)
     if "pct" not in args.skip:
         r["pct"] = bench_pct(args.pct_seeds, args.pct_limit)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if "models" not in args.skip:
+        import bench_models
+
+        from emu.explore.scenarios import SCENARIOS
+
+        r["models"] = bench_models.model_rows(list(SCENARIOS), args.model_time_limit, args.baseline)
+    if "litmus" not in args.skip:
+        import bench_litmus
+
+        from emu.litmus.models import MODELS
+
+        files = sorted((Path(__file__).resolve().parent.parent / "tests" / "litmus").rglob("*.litmus"))
+        r["litmus"] = [{k: v for k, v in bench_litmus.bench(files, m, "little").items()
+                        if k in ("model", "files", "seconds", "executions", "agree", "disagree", "unsupported")}
+                       for m in MODELS]
     goals = {}
     if "dpor_vs_dfs" in r:
         goals["dpor >= 10x fewer schedules than dfs"] = r["dpor_vs_dfs"]["ratio"] >= 10
@@ -198,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         goals["steps/s >= 100,000 on stale-node"] = r["steps"]["steps_per_s"] >= 100_000
     if "pct" in r:
         goals["pct: 10 of 10 seeds within 200"] = r["pct"]["found_within_200"] == r["pct"]["seeds"] == 10
+    if "models" in r and args.baseline is not None:
+        goals["sc steps/s within 10% of the baseline"] = all(
+            (x["sc_after_over_before_steps_per_s"] or 0) >= 0.9 for x in r["models"])
     r["goals"] = goals
     if args.json:
         json.dump(r, sys.stdout, indent=2)
@@ -224,6 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pct depth 3, seeds 0..{x['seeds'] - 1}: schedules to the violation {x['schedules_to_violation']}; "
               f"{x['found_within_200']}/{x['seeds']} within 200, {x['found_within_limit']}/{x['seeds']} within "
               f"{x['limit']}")
+    if "models" in r:
+        import bench_models
+
+        print()
+        bench_models.print_rows(r["models"], args.model_time_limit)
+    if "litmus" in r:
+        print("litmus suite: " + ", ".join(f"{x['model']} {x['seconds']:.2f} s ({x['files']} files, "
+                                           f"{x['agree']} agree, {x['unsupported']} unsupported)" for x in r["litmus"]))
     print("\n" + goals_line(goals))
     return 0
 

@@ -46,6 +46,41 @@ def cell(root: Path, scenario: str, model: str, limit: float) -> dict:
     return json.loads(p.stdout)
 
 
+def model_rows(names: list[str], limit: float, baseline: Path | None = None) -> list[dict]:
+    """Per scenario: sc and tso here, and sc in `baseline` if given."""
+    rows = []
+    for name in names:
+        sc = cell(ROOT, name, "sc", limit)
+        tso = cell(ROOT, name, "tso", limit)
+        row = {"scenario": name, "sc": sc, "tso": tso,
+               "tso_over_sc_schedules": round(tso["schedules"] / sc["schedules"], 2) if sc["schedules"] else None,
+               "tso_over_sc_steps_per_s": round(tso["steps_per_s"] / sc["steps_per_s"], 2)
+               if sc["steps_per_s"] else None}
+        if baseline is not None:
+            before = cell(baseline.resolve(), name, "sc", limit)
+            row["sc_before"] = before
+            row["sc_after_over_before_steps_per_s"] = (round(sc["steps_per_s"] / before["steps_per_s"], 3)
+                                                       if before["steps_per_s"] else None)
+        rows.append(row)
+    return rows
+
+
+def print_rows(rows: list[dict], limit: float) -> None:
+    def fmt(c: dict) -> str:
+        return f"{c['schedules']:>7} {c['steps_per_s']:>8,} {'yes' if c['complete'] else 'no':>3}"
+    before = any("sc_before" in r for r in rows)
+    head = f"{'scenario':16} {'sc: sched':>9} {'steps/s':>8} {'done':>4}   {'tso: sched':>10} {'steps/s':>8} {'done':>4}"
+    if before:
+        head += f"   {'sc before':>9} {'steps/s':>8} {'after/before':>12}"
+    print(head)
+    for r in rows:
+        line = f"{r['scenario']:16} {fmt(r['sc'])}    {fmt(r['tso'])}"
+        if before:
+            line += f"    {fmt(r['sc_before'])} {r['sc_after_over_before_steps_per_s']:>12}"
+        print(line)
+    print(f"(DPOR, keyhole, no checkers, at most {limit:g} s each; done: the search completed)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per exploration (default 60)")
@@ -56,37 +91,11 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from emu.explore.scenarios import SCENARIOS
 
-    names = args.scenario or list(SCENARIOS)
-    rows = []
-    for name in names:
-        sc = cell(ROOT, name, "sc", args.time_limit)
-        tso = cell(ROOT, name, "tso", args.time_limit)
-        row = {"scenario": name, "sc": sc, "tso": tso,
-               "tso_over_sc_schedules": round(tso["schedules"] / sc["schedules"], 2) if sc["schedules"] else None,
-               "tso_over_sc_steps_per_s": round(tso["steps_per_s"] / sc["steps_per_s"], 2)
-               if sc["steps_per_s"] else None}
-        if args.baseline is not None:
-            before = cell(args.baseline.resolve(), name, "sc", args.time_limit)
-            row["sc_before"] = before
-            row["sc_after_over_before_steps_per_s"] = (round(sc["steps_per_s"] / before["steps_per_s"], 3)
-                                                       if before["steps_per_s"] else None)
-        rows.append(row)
+    rows = model_rows(args.scenario or list(SCENARIOS), args.time_limit, args.baseline)
     if args.json:
         print(json.dumps({"time_limit_s": args.time_limit, "rows": rows}, indent=2))
         return 0
-
-    def fmt(c: dict) -> str:
-        return f"{c['schedules']:>7} {c['steps_per_s']:>8,} {'yes' if c['complete'] else 'no':>3}"
-    head = f"{'scenario':16} {'sc: sched':>9} {'steps/s':>8} {'done':>4}   {'tso: sched':>10} {'steps/s':>8} {'done':>4}"
-    if args.baseline is not None:
-        head += f"   {'sc before':>9} {'steps/s':>8} {'after/before':>12}"
-    print(head)
-    for r in rows:
-        line = f"{r['scenario']:16} {fmt(r['sc'])}    {fmt(r['tso'])}"
-        if args.baseline is not None:
-            line += f"    {fmt(r['sc_before'])} {r['sc_after_over_before_steps_per_s']:>12}"
-        print(line)
-    print(f"(DPOR, keyhole, no checkers, at most {args.time_limit:g} s each; done: the search completed)")
+    print_rows(rows, args.time_limit)
     return 0
 
 
