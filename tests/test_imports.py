@@ -117,3 +117,19 @@ def test_kernel_and_checkers_import_nothing_above_them():
 
 def test_cycles_finds_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_one_cli_pattern():
+    """ksm-emu's commands each come from their package's cli.add_parsers; emu/cli.py
+    only assembles them (ksm-layout, a program of its own, keeps emu/layout_cli.py)."""
+    from emu.cli import build_parser
+
+    root = (EMU / "cli.py").read_text()
+    assert "add_parser(" not in root
+    assert sorted(p.name for p in EMU.glob("*_cli.py")) == ["layout_cli.py"]
+    packages = ("run", "kmem", "explore", "experiment", "campaign", "litmus")
+    for pkg in packages:
+        assert "def add_parsers(" in (EMU / pkg / "cli.py").read_text(), pkg
+        assert f"from .{pkg}.cli import add_parsers" in root, pkg
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd")
+    assert set(sub.choices) == {"run", "kmem", "explore", "replay", "experiment", "campaign", "litmus"}

@@ -132,9 +132,9 @@ def bench_sweep(nodes: int, py_nodes: int, repeats: int) -> dict:
 
 
 def bench_time_to_free(duration: float, pages: int, rates: list[int]) -> list[dict]:
-    """The runs of `ksm-emu experiment reclaim` (emu.reclaim_exp), with the
+    """The runs of `ksm-emu experiment reclaim` (emu.experiment.reclaim), with the
     kernel's default size and two allocators."""
-    from emu.reclaim_exp import Plan, measure_one
+    from emu.experiment.reclaim import Plan, measure_one
 
     plan = Plan(pages=pages, duration=duration, allocators=2, rates=tuple(rates))
     out = []

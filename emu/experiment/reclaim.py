@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .check.shadow import KSM
-from .kconfig import Config, resolve
-from .machine import attach
-from .mm.regions import Geometry, latency_bucket_bounds
-from .records import LAT_KSM, LATENCY_DTYPE, SHADOW_DTYPE
-from .report import percentiles
-from .runspec import RunSpec, assign_cpus
-from .scratch import scratch_dir
+from ..check.shadow import KSM
+from ..kconfig import Config, resolve
+from ..machine import attach
+from ..mm.regions import Geometry, latency_bucket_bounds
+from ..records import LAT_KSM, LATENCY_DTYPE, SHADOW_DTYPE
+from ..report import percentiles
+from ..runspec import RunSpec, assign_cpus
+from ..scratch import scratch_dir
 
 PROTOCOLS = ("keyhole", "refcount")
 # Sized so that at every default rate ksmd completes several passes in a run
@@ -109,7 +109,7 @@ def pinned_ksm_pages(state: Path) -> tuple[int, np.void]:
 def measure_one(plan: Plan, protocol: str, rate: int, tmp: Path) -> Measured:
     """One run of `plan.duration` seconds; a KeyboardInterrupt (Ctrl-C,
     SIGTERM during setup) goes to the caller, which removes `tmp`."""
-    from .supervise import run
+    from ..supervise import run
 
     state = tmp / f"{protocol}-{rate}.state"
     spec = RunSpec(cfg=plan.cfg, protocol=protocol, pages=plan.pages, duration=plan.duration,

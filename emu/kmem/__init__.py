@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .check.shadow import STATE_NAMES
-from .decode import decode_mapping
-from .machine import Machine, MachineError
-from .records import SHADOW_DTYPE
+from ..check.shadow import STATE_NAMES
+from ..decode import decode_mapping
+from ..machine import Machine, MachineError
+from ..records import SHADOW_DTYPE
 
 PAGE_SIZE = 4096
 CHUNK = 1 << 14  # pages per chunk: 1 MiB of 64-byte struct pages

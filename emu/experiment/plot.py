@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
-from .reclaim_exp import Measured, Plan
+from .reclaim import Measured, Plan
 
 FORMATS = (".png", ".svg", ".pdf")
 INSTALL_HINT = "pip install 'ksm-emu[plot]' (or: pip install matplotlib)"

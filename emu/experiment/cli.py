@@ -1,5 +1,5 @@
 """ksm-emu experiment reclaim: argument parsing and output only (the
-measuring is emu.reclaim_exp, the picture emu.reclaim_plot)."""
+measuring is emu.experiment.reclaim, the picture emu.experiment.plot)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cliutil import (
+from ..cliutil import (
     UserError,
     add_config_args,
     check_output_path,
@@ -19,7 +19,7 @@ from .cliutil import (
     stop_signals_interrupt,
     write_beside,
 )
-from .reclaim_exp import DEFAULT_DURATION, DEFAULT_PAGES, DEFAULT_RATES, DEFAULT_SLEEP_MS, PROTOCOLS
+from .reclaim import DEFAULT_DURATION, DEFAULT_PAGES, DEFAULT_RATES, DEFAULT_SLEEP_MS, PROTOCOLS
 
 MAX_RUN_S = 3600.0
 
@@ -73,7 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _plot_path(text: str, overwrite: bool) -> Path:
-    from .reclaim_plot import FORMATS, INSTALL_HINT, available
+    from .plot import FORMATS, INSTALL_HINT, available
 
     p = Path(text)
     if text.endswith(os.sep) or p.suffix.lower() not in FORMATS:
@@ -85,8 +85,8 @@ def _plot_path(text: str, overwrite: bool) -> Path:
 
 
 def plan_from_args(args: argparse.Namespace):
-    from .reclaim_exp import Plan
-    from .runspec import MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MIN_PAGES
+    from ..runspec import MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MIN_PAGES
+    from .reclaim import Plan
 
     cfg = config_from_args(args)
     if not MIN_PAGES <= args.pages <= MAX_PAGES:
@@ -110,9 +110,9 @@ def plan_from_args(args: argparse.Namespace):
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from . import reclaim_exp as rx
-    from .machine import MachineError
-    from .progress import Ticker, bar
+    from ..machine import MachineError
+    from ..progress import Ticker, bar
+    from . import reclaim as rx
 
     plan = plan_from_args(args)
     if args.overwrite and args.plot is None:
@@ -148,7 +148,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     else:
         print(rx.table(plan, results))
     if plot_to is not None and results:
-        from .reclaim_plot import plot
+        from .plot import plot
 
         # checked at the start, written at the end: beside it, then renamed over
         # it, so a directory gone or a symlink planted meanwhile is one line

@@ -1,0 +1,1 @@
+"""ksm-emu run: its command line (emu.run.cli); the run itself is emu.supervise."""
