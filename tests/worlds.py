@@ -31,7 +31,7 @@ class World:
         return self.w.context(cpu=cpu, task=0xC0000000 + cpu * 0x1000, role=role, policy=self.policy)
 
     def violations(self):
-        return [decode_violation(self.m, r) | {"code": int(r["kind"])} for r in violation_records(self.w)]
+        return [decode_violation(self.m, r).adding(code=int(r["kind"])) for r in violation_records(self.w)]
 
     def merge_pair(self, s1=0, s2=1, content=7):
         """Two anon pages of one content at slots s1, s2; ksmd merges them."""

@@ -45,7 +45,7 @@ def _explore(job: dict) -> dict:
     cx = r.counterexample
     findings = cx.findings if cx else []
     return {"verdict": "violation" if cx else "clean", "violations": len(findings),
-            "kinds": sorted({f["kind"] for f in findings}), "replay": cx.schedule if cx else None,
+            "kinds": sorted({f.kind for f in findings}), "replay": cx.schedule if cx else None,
             "detail": {"schedules": r.schedules_explored, "complete": r.complete, "steps": r.steps}}
 
 

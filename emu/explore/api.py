@@ -23,8 +23,8 @@ from pathlib import Path
 
 from ..check import EXPLORE_CHECKS, lockdep
 from ..check.truth import REPORT
-from ..decode import decode_violation, describe, mapping_members
-from ..findings import Kind
+from ..decode import decode_violation, describe, members_on_mapping
+from ..findings import Finding, Kind, brief
 from ..hazard import analyse
 from ..kconfig import Config, resolve
 from ..mm.boot import boot
@@ -50,7 +50,7 @@ class Counterexample:
     """The first failing execution: what went wrong and how to get there again."""
 
     schedule: str  # the replay string
-    findings: list[dict]
+    findings: list[Finding]
     timeline: list[dict]
     steps: int
     preemptions: int
@@ -65,13 +65,14 @@ class Counterexample:
 
     def as_dict(self) -> dict:
         return {"schedule": self.schedule, "steps": self.steps, "preemptions": self.preemptions,
-                "minimized_from": self.minimized_from, "findings": self.findings, "timeline": self.timeline}
+                "minimized_from": self.minimized_from, "findings": [f.as_dict() for f in self.findings],
+                "timeline": self.timeline}
 
 
 @dataclass
 class Replayed:
     schedule: str
-    findings: list[dict]
+    findings: list[Finding]
     timeline: list[dict]
     trace: dict | None = None
     stopped: str | None = None  # a replay cut short from outside: "interrupted by SIGINT", "time limit"
@@ -127,10 +128,6 @@ class ScenarioError(ValueError):
     """A scenario that cannot be explored as given (its setup broke an invariant)."""
 
 
-def _one_line(finding: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in finding.items() if k in ("kind", "pfn", "stable_node", "mapping"))
-
-
 class Session:
     """A booted world for one scenario and config, with its snapshot."""
 
@@ -182,7 +179,7 @@ class Session:
                 self.world.trace = None
             found = self._violations()
             if found:
-                raise ScenarioError(f"scenario {scenario.name}: its setup broke an invariant: {_one_line(found[0])}")
+                raise ScenarioError(f"scenario {scenario.name}: its setup broke an invariant: {brief(found[0])}")
         except BaseException:  # nothing of a session that never was stays behind (as run's setup)
             if self._claimed is not None:
                 os.unlink(self._claimed.path)
@@ -213,19 +210,18 @@ class Session:
         return trace_of_world(self.world, f"ksm-emu {self.scenario.name}, {self.protocol}, {c.arch.name} {c.kernel}",
                               {"schedule": schedule, "replay": f"ksm-emu replay {schedule}"})[0]
 
-    def findings(self, outcome: str | None, env: Env) -> list[dict]:
+    def findings(self, outcome: str | None, env: Env) -> list[Finding]:
         out = self._violations()
         if outcome is not None:
-            f = {"kind": Kind.of(outcome.split(":")[0]), "detail": outcome}
-            if outcome == "step limit":
-                f["detail"] = self._step_limit_hint()
-            if outcome.startswith("exception") and self.runner.error:
+            kind = Kind.of(outcome.split(":")[0])
+            f = {"detail": self._step_limit_hint() if outcome == Kind.STEP_LIMIT else str(outcome)}
+            if kind == Kind.EXCEPTION and self.runner.error:
                 f["traceback"] = self.runner.error  # the role's own frames: where it went wrong
-            out.append(f)
+            out.append(Finding(kind, f))
         if self.scenario.check is not None:
             problem = self.scenario.check(env)
             if problem:
-                out.append({"kind": Kind.INVARIANT, "detail": problem})
+                out.append(Finding(Kind.INVARIANT, {"detail": problem}))
         if "lockdep" in self.checks:
             out.extend(lockdep.findings(self.world)[0])
         if self.runner.kcsan is not None:
@@ -255,15 +251,13 @@ class Session:
         rec = self.runner.recording
         return rec[step].function if rec is not None and 0 <= step < len(rec) else ""
 
-    def _violations(self) -> list[dict]:
-        w = self.world
+    def _violations(self) -> list[Finding]:
+        m = self.world.machine
         out = []
-        for r in violation_records(w):
-            v = decode_violation(w.machine, r)
-            v["step"] = int(r["t_ns"]) - 1  # the virtual clock: the step it was found in
-            v["expected"] = v["expected_key"]
-            v["members_on_mapping"] = v["union_members"] or mapping_members(w.machine, int(v["mapping"], 16))
-            out.append(v)
+        for r in violation_records(self.world):
+            v = decode_violation(m, r)
+            out.append(v.adding(step=int(r["t_ns"]) - 1,  # the virtual clock: the step it was found in
+                                expected=v["expected_key"], members_on_mapping=members_on_mapping(m, v)))
         return out
 
     def schedule(self, choices: Iterable[int]) -> str:
@@ -370,7 +364,7 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
     outcomes: Counter = Counter()
     found: list[tuple] = []  # (choices, findings), the first execution of each new kind
     first: tuple[int, ...] | None = None  # the first schedule run, for a trace without a violation
-    kinds: set[str] = set()
+    kinds: set[Kind | str] = set()
     stopped = None
     session = Session(scenario, cfg, protocol, cpu_map, state, overwrite, checks, stop, model)
     watchdog = Watchdog(session.runner)
@@ -381,16 +375,16 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
             steps += n
             if stop.reason is not None and outcome == stop.reason:
                 break  # cut short from outside: neither a finding nor an explored schedule
-            if outcome == "blocked":
+            if outcome == Kind.BLOCKED:
                 blocked += 1
             else:
                 explored += 1
-                cut += outcome == "step limit"
+                cut += outcome == Kind.STEP_LIMIT
                 first = first or tuple(session.runner.choices)
                 findings = session.findings(outcome, env)
                 if scenario.observe is not None:
                     outcomes[scenario.observe(env)] += 1
-                new = {f["kind"] for f in findings} - kinds
+                new = {f.kind for f in findings} - kinds
                 if new:
                     kinds |= new
                     found.append((tuple(session.runner.choices), findings))
@@ -427,11 +421,11 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
                   traced if trace else None, stopped, cut, bound, model)
 
 
-def _counterexample(session: Session, choices: tuple[int, ...], findings: list[dict],
+def _counterexample(session: Session, choices: tuple[int, ...], findings: list[Finding],
                     minimize: bool) -> Counterexample:
     before = None
     if minimize:
-        kinds = {f["kind"] for f in findings}
+        kinds = {f.kind for f in findings}
         shorter = _minimize(session, choices, kinds)
         if shorter is not None and shorter != choices:
             before = {"steps": len(choices), "preemptions": _preemptions(session, choices)}
@@ -482,14 +476,14 @@ class _PrefixThenRun(Strategy):
         return current if current in enabled else enabled[0]
 
 
-def _minimize(session: Session, choices: tuple[int, ...], kinds: set[str]) -> tuple[int, ...] | None:
+def _minimize(session: Session, choices: tuple[int, ...], kinds: set[Kind | str]) -> tuple[int, ...] | None:
     """The shortest prefix of the schedule after which running without
     preemption still fails the same way: its preemptions all lie in that prefix."""
     for k in range(len(choices) + 1):
         outcome, env = session.run(_PrefixThenRun(choices[:k]))
-        if outcome == "blocked":
+        if outcome == Kind.BLOCKED:
             continue
-        if kinds & {f["kind"] for f in session.findings(outcome, env)}:
+        if kinds & {f.kind for f in session.findings(outcome, env)}:
             return tuple(session.runner.choices)
     return None
 

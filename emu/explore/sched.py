@@ -27,6 +27,7 @@ from functools import partial
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from ..check.kcsan import RaceDetector
+from ..findings import Kind
 from ..mm.kfunc import kernel_function
 from .access import GhostMem, SchedMem
 from .stop import Stop, Stopped
@@ -230,7 +231,7 @@ class Runner:
             if self.aborting:
                 return
             self._close(p)  # its last step's footprint: the strategies need it like any other
-            self.outcome = f"exception: {type(e).__name__}: {e}"
+            self.outcome = f"{Kind.EXCEPTION}: {type(e).__name__}: {e}"
             self.error = traceback.format_exc()
             self.ending = True
             return  # back to the main greenlet, this one's parent
@@ -393,14 +394,14 @@ class Runner:
                     enabled.append(self.n + k)
         if not enabled:
             if not all(self.finished):
-                self.outcome = "deadlock"
+                self.outcome = Kind.DEADLOCK
             return None
         if len(self.choices) >= self.max_steps:
-            self.outcome = "step limit"
+            self.outcome = Kind.STEP_LIMIT
             return None
         q = self.strategy.choose(len(self.choices), enabled, current)
         if q is None:
-            self.outcome = self.outcome or "blocked"
+            self.outcome = self.outcome or Kind.BLOCKED
             return None
         self.choices.append(q)
         if q >= self.n:
