@@ -11,9 +11,8 @@ from typing import Any
 
 from ..check import CHECKS
 from ..mm.protocol import PROTOCOLS
+from .strategies import MAX_DEPTH, STRATEGIES
 
-STRATEGIES = ("dpor", "dfs", "pct", "random")
-MAX_DEPTH = 10
 MAX_TIME_LIMIT_S = 1e7
 MAX_PAGES = 1 << 16
 # A name goes into a replay string (ksmx1:SCENARIO:...:ROLE=CPU,...): none of
