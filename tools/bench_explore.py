@@ -38,6 +38,7 @@ from emu.explore.scenarios import SCENARIOS
 from emu.explore.strategies import Dpor, Replay
 from emu.kconfig import resolve
 from emu.mm.page import page_mapping_raw, set_page_mapping
+from emu.mm.protocol import KEYHOLE
 from emu.mm.refcount import (
     get_page_unless_zero,
     page_count,
@@ -86,7 +87,7 @@ def bench_dpor_vs_dfs() -> dict:
 
 def bench_steps() -> dict:
     sc, cfg = SCENARIOS["stale-node"], resolve()
-    session = Session(sc, cfg, "keyhole", _cpus(sc, cfg, None))
+    session = Session(sc, cfg, KEYHOLE, _cpus(sc, cfg, None))
     try:
         st, schedules = Dpor(len(sc.roles)), []
         t0, steps = time.perf_counter(), 0

@@ -85,7 +85,7 @@ def real_get_ksm_page_rate(path: Path, nodes: int, repeats: int) -> float:
     from emu.mm.ksm_scan import scan_slot
     from emu.mm.memory import do_anonymous_page
 
-    w = boot(path, resolve(), 2 * nodes + 64, protocol="keyhole", nmms=2)
+    w = boot(path, resolve(), 2 * nodes + 64, nmms=2)  # the keyhole
     try:
         ksmd = w.context(cpu=0, task=0xC0000000, role="ksmd")
         alloc = w.context(cpu=2, task=0xC0002000, role="allocator.0")

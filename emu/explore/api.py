@@ -18,7 +18,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..check import EXPLORE_CHECKS, lockdep
@@ -28,7 +28,7 @@ from ..findings import Finding, Kind, brief
 from ..hazard import analyse
 from ..kconfig import Config, resolve
 from ..mm.boot import boot
-from ..mm.protocol import PROTOCOLS
+from ..mm.protocol import KEYHOLE, Protocol, protocol_named
 from ..mm.regions import PTRS_PER_GROUP, Geometry
 from ..mm.ring import CLOCK_STEPS, EXPLORE_CAPACITY, RingLayout
 from ..report import violation_records
@@ -131,11 +131,9 @@ class ScenarioError(ValueError):
 class Session:
     """A booted world for one scenario and config, with its snapshot."""
 
-    def __init__(self, scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int],
+    def __init__(self, scenario: Scenario, cfg: Config, protocol: Protocol, cpus: dict[str, int],
                  state: str | os.PathLike | None = None, overwrite: bool = False,
                  checks: frozenset = frozenset(), stop: Stop | None = None, model: str = "sc") -> None:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         parse_model(model)  # ValueError for an unknown model or barrier
         self.scenario, self.cfg, self.protocol, self.cpus = scenario, cfg, protocol, cpus
         self.model = model
@@ -163,20 +161,15 @@ class Session:
                               meta={"scenario": scenario.name, "cpus": cpus, "trace": self.trace_layout.meta()}, fd=fd)
             from ..mm.trace import TraceRings
 
-            # the setup's events go to its ring at time 0, and stay in the snapshot
-            self.world.trace = TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True)
             roles = scenario.role_names
             self._rings = TraceRings(self.world, route=lambda mm: 1 + roles.index(mm.role) if mm.role in roles else None,
                                      gauge_each=True)
-            # the setup builds its state as a correct kernel would; a broken variant
-            # applies to the explored roles only
-            tested = self.world.protocol
-            self.world.protocol = tested if not tested.broken else PROTOCOLS["keyhole"]
-            try:
-                self.data = scenario.setup(self.world) if scenario.setup else {}
-            finally:
-                self.world.protocol = tested
-                self.world.trace = None
+            # The setup builds its state as a correct kernel would (a broken variant
+            # applies to the explored roles only), on a World of its own over the same
+            # machine: that protocol, and its events in its ring at time 0, kept in the snapshot.
+            setup = replace(self.world, protocol=KEYHOLE if protocol.broken else protocol,
+                            trace=TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True))
+            self.data = scenario.setup(setup) if scenario.setup else {}
             found = self._violations()
             if found:
                 raise ScenarioError(f"scenario {scenario.name}: its setup broke an invariant: {brief(found[0])}")
@@ -207,7 +200,7 @@ class Session:
         """The Chrome trace of the last recorded run, which ran `choices`."""
         c = self.cfg
         schedule = self.schedule(choices)
-        return trace_of_world(self.world, f"ksm-emu {self.scenario.name}, {self.protocol}, {c.arch.name} {c.kernel}",
+        return trace_of_world(self.world, f"ksm-emu {self.scenario.name}, {self.protocol.name}, {c.arch.name} {c.kernel}",
                               {"schedule": schedule, "replay": f"ksm-emu replay {schedule}"})[0]
 
     def findings(self, outcome: str | None, env: Env) -> list[Finding]:
@@ -261,7 +254,7 @@ class Session:
         return out
 
     def schedule(self, choices: Iterable[int]) -> str:
-        return Schedule(self.scenario.name, self.protocol, self.cfg, self.cpus, tuple(choices), self.model).encode()
+        return Schedule(self.scenario.name, self.protocol.name, self.cfg, self.cpus, tuple(choices), self.model).encode()
 
     def close(self) -> None:
         if self.world is not None:
@@ -338,7 +331,7 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
         stop.deadline = t0 + time_limit if stop.deadline is None else min(stop.deadline, t0 + time_limit)
     with catching(stop, ()) if caller else catching(stop, (signal.SIGINT,)):
         try:
-            r = _explore(scenario, cfg, protocol, strategy, preemption_bound, strat, schedules, cpu_map, minimize,
+            r = _explore(scenario, cfg, protocol_named(protocol), strategy, preemption_bound, strat, schedules, cpu_map, minimize,
                          keep_going, state, overwrite, progress, frozenset(checks), trace, stop, t0, memory_model)
         finally:
             stop.deadline = deadline
@@ -356,7 +349,7 @@ class Interrupted(KeyboardInterrupt):
         self.result = result
 
 
-def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, bound: int | None, strat: Strategy,
+def _explore(scenario: Scenario, cfg: Config, protocol: Protocol, strategy: str, bound: int | None, strat: Strategy,
              schedules: int | None, cpu_map: dict[str, int], minimize: bool, keep_going: bool,
              state: str | os.PathLike | None, overwrite: bool, progress: Callable[[int, int], None] | None,
              checks: frozenset, trace: bool, stop: Stop, t0: float, model: str = "sc") -> Result:
@@ -416,7 +409,7 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
     finally:
         watchdog.close()
         session.close()
-    return Result(scenario.name, protocol, cfg, strategy, not found, explored, complete, elapsed,
+    return Result(scenario.name, protocol.name, cfg, strategy, not found, explored, complete, elapsed,
                   steps, blocked, cxs[0] if cxs else None, outcomes, cxs, session.checks,
                   traced if trace else None, stopped, cut, bound, model)
 
@@ -489,7 +482,7 @@ def _minimize(session: Session, choices: tuple[int, ...], kinds: set[Kind | str]
 
 
 # -- replaying ----------------------------------------------------------------------------------
-def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int], choices: tuple[int, ...],
+def _replay(scenario: Scenario, cfg: Config, protocol: Protocol, cpus: dict[str, int], choices: tuple[int, ...],
             state: str | os.PathLike | None = None, overwrite: bool = False,
             checks: Iterable[str] = DEFAULT_CHECKS, stop: Stop | None = None, model: str = "sc") -> Replayed:
     caller = stop is not None
@@ -528,8 +521,10 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
     checks = checks_of(checks)
     known = {**builtin.SCENARIOS, **(scenarios or {})}
     s = decode(text, {name: sc.role_names for name, sc in known.items()})
-    if s.protocol not in PROTOCOLS:
+    try:
+        protocol = protocol_named(s.protocol)
+    except ValueError as e:
         from .schedule import ScheduleError
 
-        raise ScheduleError(f"unknown protocol {s.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite, checks, stop, s.model)
+        raise ScheduleError(str(e)) from None
+    return _replay(known[s.scenario], s.cfg, protocol, s.cpus, s.choices, state, overwrite, checks, stop, s.model)
