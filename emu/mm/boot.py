@@ -52,7 +52,8 @@ def offsets(m: Machine, geo: Geometry) -> dict[str, int | object]:
         "mm_lock_model": lock_model(cfg, Layout(k.spinlock, cfg.byte_order, "spinlock_t")),
     }
     o["pte_lock_model"] = o["ptl_model"] if split else o["mm_lock_model"]
-    for name in ("shadow", "ptes", "pgtables", "freelist", "counters", "percpu", "violations", "latency"):
+    for name in ("shadow", "ptes", "pgtables", "freelist", "counters", "percpu", "violations", "latency",
+                 "page_data"):
         o[name] = r[name].offset
     ctl = r["control"].offset
     for name, key in (("stop", "ctl_stop"), ("nr_free", "ctl_nr_free"), ("nr_violations", "ctl_nviol"),
