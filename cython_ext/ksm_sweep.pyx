@@ -106,42 +106,38 @@ cdef void _sweep(char *base, int swap, Py_ssize_t n, const uint8_t[:] live, uint
                 continue
             status[i] = 1
             ok += 1
-            old = ko_fetch_op(page + count_rel, 4, swap, KO_ADD, ko_mask(4), __ATOMIC_SEQ_CST)
-            if old == 1:
-                status[i] = 3
-                freed += 1
-            continue
-        expected = nodes_addr + <uint64_t>i * node_size + 3
-        if ko_load(page + mapping_rel, word, swap, __ATOMIC_ACQUIRE) != expected:
-            status[i] = 2
-            stale += 1
-            continue
-        # get_page_unless_zero
-        c = ko_load(page + count_rel, 4, swap, __ATOMIC_RELAXED)
-        opened = False
-        while c != 0:
-            seen = ko_cas(page + count_rel, 4, swap, c, (c + 1) & ko_mask(4), __ATOMIC_SEQ_CST)
-            if seen == c:
-                opened = True
-                break
-            c = seen
-        if not opened:
-            status[i] = 2
-            stale += 1
-            continue
-        if variant == KEYHOLE and ko_load(page + mapping_rel, word, swap, __ATOMIC_ACQUIRE) != expected:
-            status[i] = 2
-            stale += 1
-        elif check_shadow and (
-                ko_load(base + shadow_off + <Py_ssize_t>kpfn * shadow_size + shadow_state_rel, 4, 0,
-                        __ATOMIC_ACQUIRE) != ksm_state
-                or ko_load(base + shadow_off + <Py_ssize_t>kpfn * shadow_size + shadow_node_rel, 8, 0,
-                           __ATOMIC_ACQUIRE) != expected - 3):
-            status[i] = 4
-            bad += 1
         else:
-            status[i] = 1
-            ok += 1
+            expected = nodes_addr + <uint64_t>i * node_size + 3
+            if ko_load(page + mapping_rel, word, swap, __ATOMIC_ACQUIRE) != expected:
+                status[i] = 2
+                stale += 1
+                continue
+            # get_page_unless_zero
+            c = ko_load(page + count_rel, 4, swap, __ATOMIC_RELAXED)
+            opened = False
+            while c != 0:
+                seen = ko_cas(page + count_rel, 4, swap, c, (c + 1) & ko_mask(4), __ATOMIC_SEQ_CST)
+                if seen == c:
+                    opened = True
+                    break
+                c = seen
+            if not opened:
+                status[i] = 2
+                stale += 1
+                continue
+            if variant == KEYHOLE and ko_load(page + mapping_rel, word, swap, __ATOMIC_ACQUIRE) != expected:
+                status[i] = 2
+                stale += 1
+            elif check_shadow and (
+                    ko_load(base + shadow_off + <Py_ssize_t>kpfn * shadow_size + shadow_state_rel, 4, 0,
+                            __ATOMIC_ACQUIRE) != ksm_state
+                    or ko_load(base + shadow_off + <Py_ssize_t>kpfn * shadow_size + shadow_node_rel, 8, 0,
+                               __ATOMIC_ACQUIRE) != expected - 3):
+                status[i] = 4
+                bad += 1
+            else:
+                status[i] = 1
+                ok += 1
         # put_page: if ours was the last reference, the caller frees the page
         old = ko_fetch_op(page + count_rel, 4, swap, KO_ADD, ko_mask(4), __ATOMIC_SEQ_CST)
         if old == 1:
