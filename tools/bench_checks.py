@@ -14,11 +14,9 @@ removed at the end or when stopped (Ctrl-C, SIGTERM).
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
-from benchlib import counts_per_s, main_guard, measure, parser, run_json
+from benchlib import counts_per_s, main_guard, measure, parser, print_json, run_json
 
 SETTINGS = {"off": "none", "lockdep": "lockdep"}
 
@@ -33,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = {"default_checks_of_run": "lockdep", **measure(p, args, ("off", "lockdep"), one_run, "bench_checks")}
     if args.json:
-        json.dump(out, sys.stdout, indent=2)
-        print()
+        print_json(out)
         return 0
     for name, w in out["workloads"].items():
         print(f"{name} ({' '.join(w['flags'])}):")

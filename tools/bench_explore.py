@@ -20,17 +20,13 @@ Prints a table, or one JSON object with --json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchlib import goals_line
+from benchlib import base_parser, goals_line, main_guard, print_json, run_command, scratch
 
 from emu.explore import Scenario, explore
 from emu.explore.api import Env, Session, _cpus
@@ -144,10 +140,10 @@ def _violations_so_far(state: Path) -> int:
 def bench_first_violation(cap: float) -> dict:
     r = explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck")
     assert not r.holds
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+    with scratch("bench-explore-") as d:
         state = Path(d) / "run.state"
-        p = subprocess.Popen([sys.executable, "-m", "emu.cli", "run", "--protocol", "keyhole-no-recheck",
-                              "--duration", str(cap), "--state", str(state), "--no-progress", "--json"],
+        p = subprocess.Popen(run_command(["--protocol", "keyhole-no-recheck", "--duration", str(cap),
+                                          "--state", str(state), "--no-progress", "--json"]),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         t0, found = time.monotonic(), None
         while p.poll() is None:
@@ -174,8 +170,7 @@ def bench_pct(seeds: int, limit: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true")
+    p = base_parser(__doc__)
     p.add_argument("--run-cap", type=float, default=60.0, help="seconds the free run may take (default 60)")
     p.add_argument("--pct-seeds", type=int, default=10)
     p.add_argument("--pct-limit", type=int, default=400, help="schedules per PCT seed (default 400)")
@@ -201,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         goals["pct: 10 of 10 seeds within 200"] = r["pct"]["found_within_200"] == r["pct"]["seeds"] == 10
     r["goals"] = goals
     if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
+        print_json(r)
         return 0
     if "dpor_vs_dfs" in r:
         x = r["dpor_vs_dfs"]
@@ -230,4 +224,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_guard(main, "bench_explore")

@@ -14,12 +14,10 @@ removed at the end or when stopped (Ctrl-C, SIGTERM).
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 
-from benchlib import counts_per_s, main_guard, measure, parser, run_json
+from benchlib import counts_per_s, main_guard, measure, parser, print_json, run_json
 
 
 def one_run(where: Path, args: list[str], kind: str) -> dict:
@@ -40,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = measure(p, args, ("untraced", "traced"), one_run, "bench_trace")
     if args.json:
-        json.dump(out, sys.stdout, indent=2)
-        print()
+        print_json(out)
         return 0
     for name, w in out["workloads"].items():
         print(f"{name} ({' '.join(w['flags'])}):")
