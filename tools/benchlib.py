@@ -113,6 +113,24 @@ def measure(p: argparse.ArgumentParser, args: argparse.Namespace, kinds: tuple[s
     return out
 
 
+def ab_lines(out: dict, kinds: tuple[str, str], extra: Callable[[str, dict], str] = lambda kind, o: "") -> list[str]:
+    """measure()'s result as text: per workload each kind's medians (and what
+    `extra` adds), then B/A against the 0.8 goal."""
+    a, b = kinds
+    width = max(len(k) for k in kinds)
+    lines = []
+    for name, w in out["workloads"].items():
+        lines.append(f"{name} ({' '.join(w['flags'])}):")
+        for kind in kinds:
+            o = w[kind]
+            lines.append(f"  {kind:{width}}: {o['calls_per_s_median']:.0f} get_ksm_page/s, ksmd "
+                         f"{o['ksmd_scanned_per_s_median']:.0f} slots/s (medians of "
+                         f"{', '.join(format(x['calls_per_s'], '.0f') for x in o['runs'])}){extra(kind, o)}")
+        lines.append(f"  {b}/{a}: {w['ratio']:.3f} get_ksm_page/s, {w['ratio_ksmd_scanned']:.3f} slots/s "
+                     f"({'meets' if w['meets_goal'] else 'MISSES'} the 0.8 goal)")
+    return lines
+
+
 def counts_per_s(d: dict) -> dict:
     """A run summary's rates: get_ksm_page calls (ok + stale) and ksmd's slots, per second."""
     c, s = d["counts"], d["duration_s"]
