@@ -122,9 +122,9 @@ def unlock_page(mm: MM, pfn: int) -> None:
 
 
 # -- the page's data -----------------------------------------------------------------------
-# One content id per page frame stands for its 4 KiB (region page_data). Its
-# accesses are ghost ones, as they always were: a page's data is not struct
-# page's, and a scheduling point here would add nothing the page's bytes race on.
+# One content id per page frame stands for its 4 KiB (region page_data). Ghost
+# accesses, no scheduling point of their own: a fault fills the page before its
+# pte is set, and ksmd reads it only once it holds a reference through that pte.
 def page_content(mm: MM, pfn: int) -> int:
     """What the page holds, as memcmp_pages and calc_checksum read it."""
     return mm.g.load(mm.page_data + PAGE_DATA_DTYPE.itemsize * pfn, PAGE_DATA_DTYPE.itemsize)
