@@ -1,10 +1,14 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """ksmd's sweep of get_ksm_page over every stable node, without the GIL.
 
-For each live node: read kpfn, check page->mapping holds node address + 3,
-get_page_unless_zero, check again (unless `recheck` is off), then drop the
-reference at once. The ground truth (shadow) is checked for every page the
-keyhole opened.
+For each live node, the variant of get_ksm_page that `get_ksm_page` names
+(emu.mm.protocol.GET_KSM_PAGE; any other name is refused with ValueError):
+  keyhole             read kpfn, check page->mapping holds node address + 3,
+                      get_page_unless_zero, check again
+  keyhole-no-recheck  the same without the second check
+  refcount            get_page: the node's own reference keeps the page
+then drop the reference at once. The ground truth (shadow) is checked for
+every page the keyhole opened.
 
 Before the loop forms any pointer, every argument is checked, with arithmetic
 that cannot wrap: each record size is positive; each field the loop touches
@@ -20,12 +24,19 @@ status[i] after the sweep:
   3 ok, but our put_page dropped the last reference (caller frees the page)
   4 keyhole false open (the shadow says the page is not this node's KSM page)
   5 kpfn out of range (a corrupt node)
+  6 refcount: get_page on a page with _count <= 0, which the kernel BUGs on;
+    undone, and counted with the false opens as what the checks found
 """
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 
 from ksm_atomic cimport KO_ADD, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED, __ATOMIC_SEQ_CST, ko_cas, ko_fetch_op, ko_host_big, ko_load, ko_mask
+
+# get_ksm_page's variants, as emu.mm.protocol.GET_KSM_PAGE names them
+cdef enum:
+    KEYHOLE, KEYHOLE_NO_RECHECK, REFCOUNT
+VARIANTS = {"keyhole": KEYHOLE, "keyhole-no-recheck": KEYHOLE_NO_RECHECK, "refcount": REFCOUNT}
 
 
 cdef int _record(Py_ssize_t stride, int align, str what) except -1:
@@ -68,7 +79,7 @@ cdef void _sweep(char *base, int swap, Py_ssize_t n, const uint8_t[:] live, uint
                  Py_ssize_t mapping_rel, Py_ssize_t count_rel, int word,
                  bint check_shadow, Py_ssize_t shadow_off, Py_ssize_t shadow_size,
                  Py_ssize_t shadow_state_rel, Py_ssize_t shadow_node_rel,
-                 uint32_t ksm_state, bint recheck, uint64_t *counts) noexcept nogil:
+                 uint32_t ksm_state, int variant, uint64_t *counts) noexcept nogil:
     """The loop, on arguments sweep_get_ksm_page has checked; counts: ok, stale, freed, bad, corrupt."""
     cdef Py_ssize_t i
     cdef char *page
@@ -85,37 +96,48 @@ cdef void _sweep(char *base, int swap, Py_ssize_t n, const uint8_t[:] live, uint
             corrupt += 1
             continue
         page = base + mem_map_off + <Py_ssize_t>kpfn * page_size
-        expected = nodes_addr + <uint64_t>i * node_size + 3
-        if ko_load(page + mapping_rel, word, swap, __ATOMIC_ACQUIRE) != expected:
-            status[i] = 2
-            stale += 1
-            continue
-        # get_page_unless_zero
-        c = ko_load(page + count_rel, 4, swap, __ATOMIC_RELAXED)
-        opened = False
-        while c != 0:
-            seen = ko_cas(page + count_rel, 4, swap, c, (c + 1) & ko_mask(4), __ATOMIC_SEQ_CST)
-            if seen == c:
-                opened = True
-                break
-            c = seen
-        if not opened:
-            status[i] = 2
-            stale += 1
-            continue
-        if recheck and ko_load(page + mapping_rel, word, swap, __ATOMIC_ACQUIRE) != expected:
-            status[i] = 2
-            stale += 1
-        elif check_shadow and (
-                ko_load(base + shadow_off + <Py_ssize_t>kpfn * shadow_size + shadow_state_rel, 4, 0,
-                        __ATOMIC_ACQUIRE) != ksm_state
-                or ko_load(base + shadow_off + <Py_ssize_t>kpfn * shadow_size + shadow_node_rel, 8, 0,
-                           __ATOMIC_ACQUIRE) != expected - 3):
-            status[i] = 4
-            bad += 1
-        else:
+        if variant == REFCOUNT:
+            # get_page: an increment, BUG on a free page (undone, as emu.mm.refcount does)
+            old = ko_fetch_op(page + count_rel, 4, swap, KO_ADD, 1, __ATOMIC_SEQ_CST)
+            if <int32_t>(<uint32_t>old) <= 0:
+                ko_fetch_op(page + count_rel, 4, swap, KO_ADD, ko_mask(4), __ATOMIC_SEQ_CST)
+                status[i] = 6
+                bad += 1
+                continue
             status[i] = 1
             ok += 1
+        else:
+            expected = nodes_addr + <uint64_t>i * node_size + 3
+            if ko_load(page + mapping_rel, word, swap, __ATOMIC_ACQUIRE) != expected:
+                status[i] = 2
+                stale += 1
+                continue
+            # get_page_unless_zero
+            c = ko_load(page + count_rel, 4, swap, __ATOMIC_RELAXED)
+            opened = False
+            while c != 0:
+                seen = ko_cas(page + count_rel, 4, swap, c, (c + 1) & ko_mask(4), __ATOMIC_SEQ_CST)
+                if seen == c:
+                    opened = True
+                    break
+                c = seen
+            if not opened:
+                status[i] = 2
+                stale += 1
+                continue
+            if variant == KEYHOLE and ko_load(page + mapping_rel, word, swap, __ATOMIC_ACQUIRE) != expected:
+                status[i] = 2
+                stale += 1
+            elif check_shadow and (
+                    ko_load(base + shadow_off + <Py_ssize_t>kpfn * shadow_size + shadow_state_rel, 4, 0,
+                            __ATOMIC_ACQUIRE) != ksm_state
+                    or ko_load(base + shadow_off + <Py_ssize_t>kpfn * shadow_size + shadow_node_rel, 8, 0,
+                               __ATOMIC_ACQUIRE) != expected - 3):
+                status[i] = 4
+                bad += 1
+            else:
+                status[i] = 1
+                ok += 1
         # put_page: if ours was the last reference, the caller frees the page
         old = ko_fetch_op(page + count_rel, 4, swap, KO_ADD, ko_mask(4), __ATOMIC_SEQ_CST)
         if old == 1:
@@ -130,13 +152,18 @@ def sweep_get_ksm_page(object buf, str byte_order, *, Py_ssize_t nodes_off, Py_s
                        Py_ssize_t mapping_rel, Py_ssize_t count_rel, int word, uint8_t[:] status,
                        Py_ssize_t shadow_off=-1, Py_ssize_t shadow_size=32,
                        Py_ssize_t shadow_state_rel=0, Py_ssize_t shadow_node_rel=8,
-                       uint32_t ksm_state=2, bint recheck=True):
-    """Run the sweep; return (ok, stale, freed, false_open, corrupt) counts."""
+                       uint32_t ksm_state=2, str get_ksm_page="keyhole"):
+    """Run the sweep; return (ok, stale, freed, bad, corrupt) counts (bad: status 4 and 6)."""
     cdef Py_buffer view
     cdef Py_ssize_t n
     cdef int swap = (byte_order == "big") != ko_host_big()
     cdef uint64_t counts[5]
     cdef bint check_shadow = shadow_off >= 0
+    cdef int variant
+    if get_ksm_page not in VARIANTS:
+        raise ValueError(f"the sweep has no get_ksm_page variant {get_ksm_page!r}; it implements "
+                         f"{', '.join(VARIANTS)}")
+    variant = VARIANTS[get_ksm_page]
     if word not in (4, 8):
         raise ValueError(f"word must be 4 or 8, not {word}")
     if byte_order not in ("little", "big"):
@@ -178,7 +205,7 @@ def sweep_get_ksm_page(object buf, str byte_order, *, Py_ssize_t nodes_off, Py_s
             _sweep(<char *>view.buf, swap, n, live, status, nodes_off, node_size, kpfn_rel, nodes_addr,
                    mem_map_off, page_size, nr_pages, mapping_rel, count_rel, word,
                    check_shadow, shadow_off, shadow_size, shadow_state_rel, shadow_node_rel,
-                   ksm_state, recheck, counts)
+                   ksm_state, variant, counts)
     finally:
         PyBuffer_Release(&view)
     return counts[0], counts[1], counts[2], counts[3], counts[4]

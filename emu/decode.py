@@ -22,6 +22,7 @@ from .check.violations import (
     V_NODE_FREED_WITH_KEY,
     VIOLATION_NAMES,
 )
+from .findings import Finding, Kind
 from .layout import Layout
 from .machine import Machine
 from .records import ROLE_NAMES
@@ -63,15 +64,14 @@ def decode_mapping(m: Machine, mapping: int, state: int, node: int) -> str:
 _BAD_BITS = ((BAD_MAPCOUNT, "_mapcount"), (BAD_MAPPING, "mapping"), (BAD_COUNT, "_count"), (BAD_FLAGS, "flags"))
 
 
-def decode_violation(m: Machine, rec: np.void) -> dict:
-    """A violation record as data; `m` needs only cfg and page_layout."""
+def decode_violation(m: Machine, rec: np.void) -> Finding:
+    """A violation record as a finding; `m` needs only cfg and page_layout."""
     cfg = m.cfg
     mapping = int(rec["mapping"])
     writer = int(rec["writer"])
     kind = int(rec["kind"])
     detail = int(rec["detail"])
     out = {
-        "kind": VIOLATION_NAMES[kind] if kind < len(VIOLATION_NAMES) else str(kind),
         "pfn": int(rec["pfn"]),
         "stable_node": f"{int(rec['node']):#x}" if rec["node"] else None,
         "expected_key": f"{int(rec['expected']):#x}" if rec["expected"] else None,
@@ -90,7 +90,13 @@ def decode_violation(m: Machine, rec: np.void) -> dict:
         out["free_pages_check"] = [f"bad {name}" for bit, name in _BAD_BITS if detail & bit]
     elif kind == V_NODE_FREED_WITH_KEY:
         out["page_count"] = detail - (1 << 32) if detail >= 1 << 31 else detail
-    return out
+    return Finding(VIOLATION_NAMES[kind] if kind < len(VIOLATION_NAMES) else Kind.of(str(kind)), out)
+
+
+def members_on_mapping(m: Machine, v: Finding) -> list[str]:
+    """The union members on a violation's mapping bytes: those its ptl writer
+    left, else every member that lies there, with the values they read."""
+    return list(v["union_members"]) or mapping_members(m, int(v["mapping"], 16))
 
 
 def describe(world: World, off: int, size: int) -> str:

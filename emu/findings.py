@@ -7,14 +7,17 @@ execution can end in (a deadlock, an exception in a role, a scenario's
 invariant). `Kind` is a str enum, so a finding's JSON is what it was before
 (the kind's words) and a kind compares equal to its words.
 
-A `Finding` is a kind and the fields that go with it. The producers hand
-findings on as plain dicts (`Finding.as_dict`), the shape the JSON output has
-always had; `Finding.of` reads one back, and `line` renders any of them.
+A `Finding` is a kind and the fields that go with it: what decoding a
+violation or lockdep record gives (emu.decode, emu.check.lockdep), what kcsan
+reports, what explore adds for an execution's end. It reads like the dict its
+JSON is (`f["kind"]`, `f.get("pfn")`, `{**f}`), so the API's users and the
+JSON see one shape; `as_dict` is that dict. The renderings below are the only
+ones: explore's and replay's lines, run's summary lines, kmem's history line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -65,22 +68,39 @@ SHORT = {Kind.KEY_FORGED: "key forged", Kind.NODE_FREED_WITH_KEY: "node freed wi
          Kind.CHANGED_WHILE_REFERENCED: "changed while referenced"}  # for a table column
 
 
-@dataclass(frozen=True)
-class Finding:
+@dataclass(frozen=True, eq=False)  # Mapping's equality: a finding equals the dict of its JSON
+class Finding(Mapping[str, object]):
     kind: Kind | str
     fields: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod
     def of(cls, d: Mapping[str, object]) -> Finding:
+        """A finding from its dict (a run summary's, a results file's); a Finding stays itself."""
+        if isinstance(d, Finding):
+            return d
         return cls(Kind.of(str(d["kind"])), {k: v for k, v in d.items() if k != "kind"})
+
+    def adding(self, **more: object) -> Finding:
+        """This finding with more fields (explore's step, the members on mapping)."""
+        return Finding(self.kind, {**self.fields, **more})
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, **self.fields}
 
+    def __getitem__(self, key: str) -> object:
+        return self.kind if key == "kind" else self.fields[key]
 
-def line(f: Finding | Mapping[str, object]) -> str:
+    def __iter__(self) -> Iterator[str]:
+        yield "kind"
+        yield from self.fields
+
+    def __len__(self) -> int:
+        return 1 + len(self.fields)
+
+
+def line(f: Mapping[str, object]) -> str:
     """One finding as one line of text: explore's and replay's answer, run's lockdep lines."""
-    f = f if isinstance(f, Finding) else Finding.of(f)
+    f = Finding.of(f)
     k, v = f.kind, f.fields
     if k == Kind.LOCK_NOT_HELD:
         return (f"{k}: {v['function']} on CPU {v['cpu']} ({v['role']}): {v['access']} bytes at "
@@ -104,10 +124,10 @@ def _access(a: Mapping) -> str:
             f"{a['function'] or '?'} (step {a['step']}, {a['bytes']})")
 
 
-def run_violation_line(f: Finding | Mapping[str, object]) -> str:
+def run_violation_line(f: Mapping[str, object]) -> str:
     """A run's violation record as run's summary shows it: who wrote mapping, and
     the record's detail (what the page really was, free_pages_check's findings)."""
-    f = f if isinstance(f, Finding) else Finding.of(f)
+    f = Finding.of(f)
     return f"{f.kind}: {_violation(f.fields)}; seen by {f.fields['role']} on CPU {f.fields['cpu']}"
 
 
@@ -126,3 +146,20 @@ def _violation(v: Mapping) -> str:
     if "page_count" in v:
         parts.append(f"page _count {v['page_count']}")
     return ", ".join(parts)
+
+
+def history_line(f: Mapping[str, object]) -> str:
+    """A violation as kmem --history shows it among a pfn's events."""
+    f = Finding.of(f)
+    v = f.fields
+    if "mapping" not in v:
+        return str(f.kind)
+    members = f" ({', '.join(v['members_on_mapping'])})" if v.get("members_on_mapping") else ""
+    really = f", page really is {v['page_really_is']}" if v.get("page_really_is") else ""
+    node = f" of stable_node {v['stable_node']}" if v.get("stable_node") else ""
+    return f"VIOLATION {f.kind}{node}: mapping {v['mapping']} [{v['mapping_bytes']}]{members}{really}"
+
+
+def brief(f: Mapping[str, object]) -> str:
+    """A finding's kind and where, in one short line (an error message's)."""
+    return ", ".join(f"{k}={v}" for k, v in Finding.of(f).items() if k in ("kind", "pfn", "stable_node", "mapping"))

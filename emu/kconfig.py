@@ -270,3 +270,121 @@ def from_dict(d: Mapping) -> Config:
         raise ConfigError("config record is inconsistent with Kconfig rules")
     return cfg
 
+
+
+# resolve()'s numbers a user may give, each with the short name replay strings
+# and campaign tables show it by; the addresses are shown in hex
+OVERRIDES = {"nr_cpus": "nr", "split_ptlock_cpus": "split", "page_offset": "po", "mem_map": "mm"}
+_HEX = ("page_offset", "mem_map")
+
+
+def option_name(name: str) -> str:
+    """An option as the user may write it (preempt, CONFIG_PREEMPT) in Kconfig's spelling."""
+    return name.upper().removeprefix("CONFIG_")
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    """What is asked of Kconfig, before its rules apply: resolve()'s arguments
+    as one value, in each form the tools carry it (a campaign job's object,
+    `ksm-emu` flags, a replay string's config, a table's label). `options`
+    are the -e/-d settings in the order given: (OPTION, on)."""
+
+    arch: str = "x86_64"
+    kernel: str = "2.6.33"
+    options: tuple[tuple[str, bool], ...] = ()
+    nr_cpus: int | None = None
+    split_ptlock_cpus: int | None = None
+    page_offset: int | None = None
+    mem_map: int | None = None
+
+    @property
+    def enable(self) -> list[str]:
+        return [o for o, on in self.options if on]
+
+    @property
+    def disable(self) -> list[str]:
+        return [o for o, on in self.options if not on]
+
+    def overrides(self) -> dict[str, int]:
+        """The numbers given, as resolve() keywords."""
+        return {k: getattr(self, k) for k in OVERRIDES if getattr(self, k) is not None}
+
+    def resolve(self) -> Config:
+        return resolve(self.arch, self.kernel, enable=self.enable, disable=self.disable, **self.overrides())
+
+    def items(self) -> list[str]:
+        """+OPTION, -OPTION, nr=N, split=N, po=ADDR, mm=ADDR: what differs from the arch's defaults."""
+        out = [("+" if on else "-") + o for o, on in self.options]
+        for k, v in self.overrides().items():
+            out.append(f"{OVERRIDES[k]}={v:#x}" if k in _HEX else f"{OVERRIDES[k]}={v}")
+        return out
+
+    def label(self) -> str:
+        return " ".join([self.arch, self.kernel, *self.items()])
+
+    def encode(self) -> str:
+        """ARCH/KERNEL[/ITEM...]: a replay string's config."""
+        return "/".join([self.arch, self.kernel, *self.items()])
+
+    @classmethod
+    def decode(cls, text: str) -> ConfigRequest:
+        """A replay string's config; ValueError (never a ConfigError: Kconfig's
+        rules are resolve()'s) for one that is not of that form."""
+        parts = text.split("/")
+        if len(parts) < 2 or parts[0] not in ARCHES:
+            raise ValueError(f"bad config {text!r}: want ARCH/KERNEL[/+OPTION...]")
+        options, numbers = [], {}
+        by_short = {short: k for k, short in OVERRIDES.items()}
+        for p in parts[2:]:
+            if p[:1] in "+-" and len(p) > 1:
+                options.append((p[1:], p[0] == "+"))
+                continue
+            key, sep, value = p.partition("=")
+            if not sep or key not in by_short:
+                raise ValueError(f"bad config item {p!r} in {text!r}")
+            try:
+                numbers[by_short[key]] = int(value, 0)
+            except ValueError:
+                raise ValueError(f"bad number {value!r} in config item {p!r}") from None
+        return cls(parts[0], parts[1], tuple(options), **numbers)
+
+    @classmethod
+    def of(cls, cfg: Config) -> ConfigRequest:
+        """The shortest request that resolves to `cfg`: the options that differ
+        from the arch's and kernel's defaults (in USER_OPTIONS' order), and the
+        numbers that do."""
+        default = resolve(cfg.arch.name, cfg.kernel)
+        options = tuple((name, bool(cfg.options[name])) for name in USER_OPTIONS
+                        if cfg.options[name] != default.options[name])
+        return cls(cfg.arch.name, cfg.kernel, options,
+                   nr_cpus=cfg.nr_cpus if cfg.options["SMP"] and cfg.nr_cpus != default.nr_cpus else None,
+                   split_ptlock_cpus=cfg.split_ptlock_cpus if cfg.split_ptlock_override else None,
+                   page_offset=cfg.page_offset if cfg.page_offset != cfg.arch.page_offset else None,
+                   mem_map=cfg.mem_map if cfg.mem_map != cfg.arch.mem_map else None)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ConfigRequest:
+        """A campaign job's config object: {"arch", "kernel", "enable", "disable", and OVERRIDES' keys}."""
+        options = tuple((option_name(o), True) for o in d.get("enable", ())) + \
+            tuple((option_name(o), False) for o in d.get("disable", ()))
+        return cls(d.get("arch", cls.arch), d.get("kernel", cls.kernel), options,
+                   **{k: d[k] for k in OVERRIDES if d.get(k) is not None})
+
+    def as_dict(self) -> dict:
+        """A campaign job's config object, canonical: the same request is the same object."""
+        out: dict = {"arch": self.arch, "kernel": self.kernel}
+        for key, names in (("enable", self.enable), ("disable", self.disable)):
+            if names:
+                out[key] = sorted(set(names))
+        return {**out, **self.overrides()}
+
+    def flags(self) -> list[str]:
+        """The `ksm-emu` flags of the options and numbers (--arch and --kernel apart)."""
+        out = [a for o, on in self.options for a in ("-e" if on else "-d", o)]
+        for k, v in self.overrides().items():
+            out += ["--" + k.replace("_", "-"), hex(v)]
+        return out
+
+
+CONFIG_KEYS = frozenset({"arch", "kernel", "enable", "disable", *OVERRIDES})  # a request's dict's keys

@@ -13,9 +13,14 @@ import numpy as np
 # Who a record says did it: violation and lockdep records store the index.
 ROLE_NAMES = ["launcher", "ksmd", "reclaim", "allocator"]
 
-# shadow: ground truth per pfn (emu/check/shadow.py names the values)
-SHADOW_DTYPE = np.dtype([("state", "<u4"), ("gen", "<u4"), ("node", "<u8"),
-                         ("t_reclaim", "<u8"), ("content", "<u4"), ("writer", "<u4")])
+# shadow: ground truth per pfn (emu/check/shadow.py names the values); 32 bytes
+# a record, so each 8-byte field is aligned in every record (the sweep checks it)
+SHADOW_DTYPE = np.dtype({"names": ["state", "gen", "node", "t_reclaim", "writer"],
+                         "formats": ["<u4", "<u4", "<u8", "<u8", "<u4"],
+                         "offsets": [0, 4, 8, 16, 24], "itemsize": 32})
+
+# page data: what each page frame holds, as one content id per pfn (emu/mm/page.py)
+PAGE_DATA_DTYPE = np.dtype("<u4")
 
 # violations: one record per violation kept (emu/check/violations.py names the kinds)
 NR_VIOLATION_KINDS = 8

@@ -10,10 +10,33 @@ from .kconfig import Config
 # The limits of a run, one home for the CLIs and the campaign SPEC that check them.
 MIN_PAGES = 1024
 MAX_PAGES = 1 << 26  # 256 GiB emulated; the free list's links are 32-bit pfns
+LOWMEM_PAGES = 1 << 20  # a 32-bit kernel's direct map (lowmem) holds no more here
+MAX_ALLOCATORS = 32
 MAX_PAGES_TO_SCAN = (1 << 32) - 1  # ksm's pages_to_scan is an unsigned int
 # upper bounds of the timing flags: each must leave a role able to stop within
 # supervise.STOP_GRACE_S of the stop flag
 MAX_SLEEP_MS, MAX_WINDOW_US, MAX_HOLD_US = 60_000.0, 100_000.0, 100_000.0
+
+
+class LimitError(ValueError):
+    """A run's number out of its range: `name` is its RunSpec field, `want` what it must be."""
+
+    def __init__(self, name: str, value: object, want: str) -> None:
+        super().__init__(f"{name} {value}: {want}")
+        self.name, self.value, self.want = name, value, want
+
+
+def check_pages(pages: int, cfg: Config | None = None) -> None:
+    """A run's struct pages: in range, and (given the config) within a 32-bit lowmem."""
+    if not MIN_PAGES <= pages <= MAX_PAGES:
+        raise LimitError("pages", pages, f"want {MIN_PAGES}..{MAX_PAGES}")
+    if cfg is not None and cfg.word_bytes == 4 and pages > LOWMEM_PAGES:
+        raise LimitError("pages", pages, f"a 32-bit lowmem direct map holds at most {LOWMEM_PAGES} pages here")
+
+
+def check_allocators(allocators: int) -> None:
+    if not 1 <= allocators <= MAX_ALLOCATORS:
+        raise LimitError("allocators", allocators, f"want 1..{MAX_ALLOCATORS}")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 
 from .check.lockdep import findings, records_offset
 from .check.violations import VIOLATION_NAMES
+from .findings import Finding
 from .mm.boot import World
 from .records import COUNTERS, COUNTERS_DTYPE, LATENCY_DTYPE, LOCKDEP_CAPACITY, LOCKDEP_DTYPE, VIOLATION_DTYPE
 
@@ -80,7 +81,7 @@ class RunView:
         """The latency histograms, one record per kind (anon, KSM)."""
         return np.frombuffer(self._read(self._latency, 2 * LATENCY_DTYPE.itemsize), LATENCY_DTYPE)
 
-    def lockdep(self) -> tuple[list[dict], int]:
+    def lockdep(self) -> tuple[list[Finding], int]:
         """Lock-discipline findings (decoded) and how many there were in all."""
         if self._lockdep is None:
             return [], 0

@@ -27,6 +27,7 @@ import multiprocessing_logging
 
 from . import report
 from .mm.boot import World, boot
+from .mm.protocol import protocol_named
 from .roles import ROLES, drive
 from .roles.allocator import AllocatorParams
 from .roles.ksmd import KsmdParams
@@ -51,7 +52,7 @@ def setup(spec: RunSpec) -> tuple[World, StateFile]:
     sf = claim(spec.state, spec.overwrite)
     try:
         extra, meta = trace_run.region_and_meta(spec)
-        world = boot(sf.path, spec.cfg, spec.pages, protocol=spec.protocol, nmms=spec.allocators,
+        world = boot(sf.path, spec.cfg, spec.pages, protocol=protocol_named(spec.protocol), nmms=spec.allocators,
                      meta={"cpus": spec.cpus, "seed": spec.seed, "pid": spec.pid, **meta}, extra=extra, fd=sf.fd)
     except BaseException:
         os.unlink(sf.path)

@@ -23,6 +23,7 @@ from emu.explore.dpor import Nondeterminism, independent
 from emu.explore.strategies import Dfs
 from emu.kconfig import resolve
 from emu.machine import RegionSpec
+from emu.mm.protocol import KEYHOLE
 
 VARS = (RegionSpec("vars", 4096),)
 
@@ -56,7 +57,7 @@ def _scenario(progs):
 def _brute_force(sc):
     """Every interleaving by DFS: (executions, Mazurkiewicz classes, end states)."""
     cfg = resolve()
-    session = Session(sc, cfg, "keyhole", _cpus(sc, cfg, None))
+    session = Session(sc, cfg, KEYHOLE, _cpus(sc, cfg, None))
     st = Dfs(None)
     events = []
     st.on_step = lambda i, p, fp: events.append((p, tuple(fp)))

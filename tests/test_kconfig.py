@@ -1,8 +1,12 @@
 """Kconfig rules of docs/KERNEL.md: selects, GENERIC_LOCKBREAK, SPLIT_PTLOCK_CPUS, USE_SPLIT_PTLOCKS."""
 
+import argparse
+import json
+
 import pytest
 
-from emu.kconfig import ARCHES, ConfigError, from_dict, resolve
+from emu.cliutil import add_config_args, config_from_args
+from emu.kconfig import ARCHES, CONFIG_KEYS, OVERRIDES, ConfigError, ConfigRequest, from_dict, resolve
 
 
 def test_defaults():
@@ -97,3 +101,54 @@ def test_from_dict_rejects_tampering():
     del d["SMP"]
     with pytest.raises(ConfigError, match="lacks SMP"):
         from_dict(d)
+
+
+# -- the config request: one codec for the campaign's objects, the flags, replay strings, labels ------
+REQUESTS = [
+    ConfigRequest(),
+    ConfigRequest("ppc64", "2.6.32", (("PREEMPT", True), ("DEBUG_SPINLOCK", True)), page_offset=0xDEAD4EAD00000000),
+    ConfigRequest("x86_64", "2.6.33", (("SMP", False), ("DEBUG_SPINLOCK", True)), split_ptlock_cpus=1),
+    ConfigRequest("arm", "2.6.32", (("CPU_CACHE_VIPT", True),), nr_cpus=8, split_ptlock_cpus=4,
+                  mem_map=0xC2000000),
+]
+
+
+@pytest.mark.parametrize("req", REQUESTS, ids=lambda r: r.label())
+def test_request_forms_resolve_alike(req):
+    cfg = req.resolve()
+    assert ConfigRequest.decode(req.encode()).resolve() == cfg
+    assert ConfigRequest.of(cfg).resolve() == cfg and ConfigRequest.of(cfg) == ConfigRequest.decode(
+        ConfigRequest.of(cfg).encode())
+    assert ConfigRequest.from_dict(req.as_dict()).resolve() == cfg
+    assert ConfigRequest.from_dict(json.loads(json.dumps(req.as_dict()))).as_dict() == req.as_dict()
+    p = argparse.ArgumentParser()
+    add_config_args(p)
+    args = p.parse_args(["--arch", req.arch, "--kernel", req.kernel, *req.flags()])
+    assert config_from_args(args) == cfg  # the flags mean to ksm-emu what the request means
+
+
+def test_request_spellings():
+    req = ConfigRequest.from_dict({"arch": "ppc64", "kernel": "2.6.32", "enable": ["preempt", "CONFIG_DEBUG_SPINLOCK"],
+                                   "page_offset": 0xDEAD4EAD00000000, "nr_cpus": 8})
+    assert req.as_dict() == {"arch": "ppc64", "kernel": "2.6.32", "enable": ["DEBUG_SPINLOCK", "PREEMPT"],
+                             "nr_cpus": 8, "page_offset": 0xDEAD4EAD00000000}
+    assert req.encode() == "ppc64/2.6.32/+PREEMPT/+DEBUG_SPINLOCK/nr=8/po=0xdead4ead00000000"
+    assert req.label() == "ppc64 2.6.32 +PREEMPT +DEBUG_SPINLOCK nr=8 po=0xdead4ead00000000"
+    assert req.flags() == ["-e", "PREEMPT", "-e", "DEBUG_SPINLOCK", "--nr-cpus", "0x8",
+                           "--page-offset", "0xdead4ead00000000"]
+    # a replay string lists what differs from the defaults in Kconfig's option order
+    assert ConfigRequest.of(resolve(enable=["DEBUG_SPINLOCK"], disable=["SMP"])).encode() == \
+        "x86_64/2.6.33/-SMP/+DEBUG_SPINLOCK"
+    assert set(OVERRIDES) | {"arch", "kernel", "enable", "disable"} == CONFIG_KEYS
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("vax/2.6.33", "bad config 'vax/2.6.33'"),
+    ("x86_64", "bad config"),
+    ("x86_64/2.6.33/frob=1", "bad config item 'frob=1'"),
+    ("x86_64/2.6.33/nr=four", "bad number 'four'"),
+])
+def test_request_decode_errors(text, msg):
+    with pytest.raises(ValueError, match=msg) as e:
+        ConfigRequest.decode(text)
+    assert not isinstance(e.value, ConfigError)  # a malformed string; Kconfig's rules are resolve()'s

@@ -19,12 +19,14 @@ from emu.layout import Layout
 from emu.mm.ksm import free_stable_node, get_ksm_page
 from emu.mm.ksm_nodes import item_addr, node_addr, node_idx, rmap_items_of, stable_node_kpfn
 from emu.mm.ksm_scan import ksm_sweep, scan_slot
-from emu.mm.memory import pte_alloc_one
-from emu.mm.page import page_mapping_raw, set_page_mapping
+from emu.mm.memory import do_anonymous_page, pte_alloc_one
+from emu.mm.page import page_content, page_mapping_raw, set_page_mapping
 from emu.mm.page_alloc import _push, alloc_page, free_hot_cold_page, nr_free
+from emu.mm.pgtable import pte
 from emu.mm.refcount import get_page, page_count, page_freeze_refs, put_page
 from emu.mm.rmap import try_to_unmap_one
 from emu.mm.spinlock import spin_lock
+from emu.records import SHADOW_DTYPE
 from emu.roles.allocator import use_page
 
 HOSTILE = dict(arch="ppc64", kernel="2.6.32", enable=["PREEMPT", "DEBUG_SPINLOCK"],
@@ -304,3 +306,20 @@ def test_node_freed_under_a_live_page_is_flagged(world, platform):
     free_stable_node(w.ksmd, w.tree, node)  # deliberately broken: the page still maps and holds the key
     (v,) = w.violations()
     assert v["code"] == V_NODE_FREED_WITH_KEY and v["pfn"] == kpfn and v["page_count"] == 2
+
+
+# -- page data apart from the shadow ------------------------------------------------------
+def test_ksmd_reads_page_data_never_the_shadow(world, platform):
+    """Pages' contents live in their own region (page_data): ksmd merges by them
+    with the checker's shadow wiped, and the shadow keeps no content at all."""
+    w = world(**platform)
+    a = w.mm(2)
+    for slot, content in ((0, 7), (1, 7), (2, 8)):
+        assert do_anonymous_page(a, slot, w.obj.anon_vma[0], content)
+    assert page_content(a, pte(a, 0)) == page_content(a, pte(a, 1)) == 7 and page_content(a, pte(a, 2)) == 8
+    shadow = w.m.region("shadow")
+    w.m.mm[shadow.offset:shadow.offset + shadow.size] = bytes(shadow.size)  # what the checks know: gone
+    for slot in (0, 1, 2):
+        scan_slot(w.ksmd, w.tree, slot)
+    assert pte(a, 0) == pte(a, 1) != pte(a, 2)  # 0 and 1 merged by their data; 2's differs
+    assert "content" not in SHADOW_DTYPE.names and "page_data" in w.m.regions

@@ -110,3 +110,20 @@ def test_bench_checks_json():
     assert w["off"]["calls_per_s_median"] > 0 and w["ratio"] == \
         w["lockdep"]["calls_per_s_median"] / w["off"]["calls_per_s_median"]
     assert w["lockdep"]["runs"][0]["lockdep_findings"] == 0 and isinstance(w["meets_goal"], bool)
+
+
+def test_bench_ksm_times_the_real_get_ksm_page(monkeypatch, tmp_path):
+    """Its Python figure is emu.mm.ksm.get_ksm_page's own, every call it times
+    (no copy of it in tools/)."""
+    from emu.mm import ksm
+
+    monkeypatch.syspath_prepend(str(TOOLS))
+    import bench_ksm
+
+    calls = []
+    real = ksm.get_ksm_page
+    monkeypatch.setattr(ksm, "get_ksm_page", lambda *a: calls.append(a[2]) or real(*a))
+    assert bench_ksm.real_get_ksm_page_rate(tmp_path / "r.state", 50, 2) > 0
+    assert len(calls) == 3 * 50 and len(set(calls)) == 50  # two timed passes and the check, over every node
+    for tool in TOOLS.glob("*.py"):
+        assert "def get_ksm_page" not in tool.read_text(), tool

@@ -10,6 +10,7 @@ from emu.mm.ksm import StableTree
 from emu.mm.ksm_scan import scan_slot
 from emu.mm.memory import do_anonymous_page
 from emu.mm.pgtable import pte
+from emu.mm.protocol import PROTOCOLS
 from emu.report import violation_records
 
 # word size x byte order, as drgn's mock platforms cover them
@@ -21,7 +22,7 @@ class World:
     """A booted machine with ksmd's context and stable tree on CPU 0."""
 
     def __init__(self, tmp_path, protocol="keyhole", pages=1024, policy=REPORT, **cfg):
-        self.w = boot(tmp_path / "w.state", resolve(**cfg), pages, protocol=protocol, nmms=2)
+        self.w = boot(tmp_path / "w.state", resolve(**cfg), pages, protocol=PROTOCOLS[protocol], nmms=2)
         self.m, self.geo, self.obj = self.w.machine, self.w.geo, self.w.objects
         self.policy = policy
         self.ksmd = self.mm(0, "ksmd")
@@ -31,7 +32,7 @@ class World:
         return self.w.context(cpu=cpu, task=0xC0000000 + cpu * 0x1000, role=role, policy=self.policy)
 
     def violations(self):
-        return [decode_violation(self.m, r) | {"code": int(r["kind"])} for r in violation_records(self.w)]
+        return [decode_violation(self.m, r).adding(code=int(r["kind"])) for r in violation_records(self.w)]
 
     def merge_pair(self, s1=0, s2=1, content=7):
         """Two anon pages of one content at slots s1, s2; ksmd merges them."""

@@ -14,22 +14,19 @@ Prints a table, or one JSON object with --json.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
-import json
 import mmap
 import multiprocessing as mp
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import timeit
 from pathlib import Path
 
 import numpy as np
-from benchlib import goals_line
+from benchlib import base_parser, goals_line, main_guard, print_json, scratch
 
 from emu._atomics import Atomics
 
@@ -146,18 +143,15 @@ def _machine_child(mode: str, path: str, q) -> None:
 
 def bench_machine(workdir: Path) -> dict:
     ctx = mp.get_context("spawn")  # a fresh interpreter: no memory inherited from this one
-    path = str(Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)) / "bench.ksm")
     out = {}
-    try:
+    with scratch("bench-atomics-") as d:  # /dev/shm: the machine file is memory, as a run's is
+        path = str(Path(d) / "bench.ksm")
         for mode in ("create", "attach"):
             q = ctx.Queue()
             p = ctx.Process(target=_machine_child, args=(mode, path, q))
             p.start()
             out[mode] = q.get(timeout=120)
             p.join()
-    finally:
-        Path(path).unlink(missing_ok=True)
-        Path(path).parent.rmdir()
     out["pages"] = 4 << 20
     return out
 
@@ -181,8 +175,7 @@ def verdicts(r: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = base_parser(__doc__)
     p.add_argument("--loop-n", type=int, default=10_000_000, help="CAS operations per loop sample")
     p.add_argument("--repeats", type=int, default=7, help="samples; the median is reported")
     p.add_argument("--skip-machine", action="store_true", help="skip the 4M-page create/attach")
@@ -198,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if "machine" in r:
         r["goals"] = verdicts(r)
     if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
+        print_json(r)
         return 0
     print("ns per op called from Python (median); 'GIL held' = Atomics(release_gil=False)")
     print(f"{'op':10} {'emu':>7} {'GIL held':>9} {'numpy+Lock':>11} {'atomics':>9} "
@@ -221,4 +213,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_guard(main, "bench_atomics")

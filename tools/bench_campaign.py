@@ -12,13 +12,11 @@ load on the machine caps any speedup.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 
-from benchlib import goals_line, say
+from benchlib import base_parser, goals_line, main_guard, print_json, say
 
 from emu.campaign import executors
 from emu.campaign.spec import parse
@@ -70,8 +68,7 @@ def cpu_capacity(n: int = 3_000_000) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = base_parser(__doc__)
     p.add_argument("--jobs", type=int, default=16, help="explore jobs per measurement, a multiple of 4 (default 16)")
     p.add_argument("--schedules", type=int, default=1000, help="schedules per job (default 1000: about 1 s)")
     p.add_argument("--dask", action="store_true", help="also on a Dask LocalCluster of 2 worker processes")
@@ -102,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         r["cpu_capacity_before"] + r["cpu_capacity_after"]) / 2)), 3)
     r["goals"] = {"2 local workers >= 1.6x jobs/s of 1": r["speedup_2_over_1"] >= 1.6}
     if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
+        print_json(r)
         return 0
     print(f"{'executor':10} {'jobs':>5} {'wall s':>7} {'jobs/s':>7} {'workers':>7} {'job s':>6}")
     for x in r["runs"]:
@@ -117,4 +113,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_guard(main, "bench_campaign")

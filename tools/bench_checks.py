@@ -14,11 +14,9 @@ removed at the end or when stopped (Ctrl-C, SIGTERM).
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
-from benchlib import counts_per_s, main_guard, measure, parser, run_json
+from benchlib import ab_lines, counts_per_s, main_guard, measure, parser, print_json, run_json
 
 SETTINGS = {"off": "none", "lockdep": "lockdep"}
 
@@ -33,18 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = {"default_checks_of_run": "lockdep", **measure(p, args, ("off", "lockdep"), one_run, "bench_checks")}
     if args.json:
-        json.dump(out, sys.stdout, indent=2)
-        print()
+        print_json(out)
         return 0
-    for name, w in out["workloads"].items():
-        print(f"{name} ({' '.join(w['flags'])}):")
-        for kind in SETTINGS:
-            o = w[kind]
-            print(f"  {kind:7}: {o['calls_per_s_median']:.0f} get_ksm_page/s, ksmd "
-                  f"{o['ksmd_scanned_per_s_median']:.0f} slots/s (medians of "
-                  f"{', '.join(format(x['calls_per_s'], '.0f') for x in o['runs'])})")
-        print(f"  lockdep/off: {w['ratio']:.3f} get_ksm_page/s, {w['ratio_ksmd_scanned']:.3f} slots/s "
-              f"({'meets' if w['meets_goal'] else 'MISSES'} the 0.8 goal)")
+    print("\n".join(ab_lines(out, ("off", "lockdep"))))
     return 0
 
 

@@ -25,17 +25,13 @@ Prints a table, or one JSON object with --json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchlib import goals_line
+from benchlib import base_parser, goals_line, main_guard, print_json, run_command, scratch
 
 from emu.explore import Scenario, explore
 from emu.explore.api import Env, Session, _cpus
@@ -43,6 +39,7 @@ from emu.explore.scenarios import SCENARIOS
 from emu.explore.strategies import Dpor, Replay
 from emu.kconfig import resolve
 from emu.mm.page import page_mapping_raw, set_page_mapping
+from emu.mm.protocol import KEYHOLE
 from emu.mm.refcount import (
     get_page_unless_zero,
     page_count,
@@ -91,7 +88,7 @@ def bench_dpor_vs_dfs() -> dict:
 
 def bench_steps() -> dict:
     sc, cfg = SCENARIOS["stale-node"], resolve()
-    session = Session(sc, cfg, "keyhole", _cpus(sc, cfg, None))
+    session = Session(sc, cfg, KEYHOLE, _cpus(sc, cfg, None))
     try:
         st, schedules = Dpor(len(sc.roles)), []
         t0, steps = time.perf_counter(), 0
@@ -148,10 +145,10 @@ def _violations_so_far(state: Path) -> int:
 def bench_first_violation(cap: float) -> dict:
     r = explore(SCENARIOS["stale-node"], protocol="keyhole-no-recheck")
     assert not r.holds
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+    with scratch("bench-explore-") as d:
         state = Path(d) / "run.state"
-        p = subprocess.Popen([sys.executable, "-m", "emu.cli", "run", "--protocol", "keyhole-no-recheck",
-                              "--duration", str(cap), "--state", str(state), "--no-progress", "--json"],
+        p = subprocess.Popen(run_command(["--protocol", "keyhole-no-recheck", "--duration", str(cap),
+                                          "--state", str(state), "--no-progress", "--json"]),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         t0, found = time.monotonic(), None
         while p.poll() is None:
@@ -178,8 +175,7 @@ def bench_pct(seeds: int, limit: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true")
+    p = base_parser(__doc__)
     p.add_argument("--run-cap", type=float, default=60.0, help="seconds the free run may take (default 60)")
     p.add_argument("--pct-seeds", type=int, default=10)
     p.add_argument("--pct-limit", type=int, default=400, help="schedules per PCT seed (default 400)")
@@ -199,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         r["first_violation"] = bench_first_violation(args.run_cap)
     if "pct" not in args.skip:
         r["pct"] = bench_pct(args.pct_seeds, args.pct_limit)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if "models" not in args.skip:
         import bench_models
 
@@ -227,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             (x["sc_after_over_before_steps_per_s"] or 0) >= 0.9 for x in r["models"])
     r["goals"] = goals
     if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
+        print_json(r)
         return 0
     if "dpor_vs_dfs" in r:
         x = r["dpor_vs_dfs"]
@@ -264,4 +258,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_guard(main, "bench_explore")

@@ -12,15 +12,13 @@ with --json. Progress goes to stderr.
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchlib import goals_line, say, scratch, stop_on_sigterm
+from benchlib import base_parser, goals_line, main_guard, print_json, say, scratch
 
 GOAL_FIRST_ROW_S, GOAL_RSS_MB = 1.0, 200
 
@@ -58,33 +56,26 @@ def measure(path: Path, fmt: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = base_parser(__doc__)
     p.add_argument("--pages", type=int, default=4 << 20, help="struct pages of the state (default 4M)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     if args.pages < 1024:
         p.error("--pages must be at least 1024")
-    stop_on_sigterm()
-    try:
-        with scratch("bench-kmem-") as d:
-            path = Path(d) / "big.state"
-            _say(f"booting {args.pages} pages in {path} ...")
-            boot_s = boot_state(path, args.pages)
-            _say(f"booted in {boot_s:.1f} s; kmem, text ...")
-            runs = [measure(path, [])]
-            _say("kmem --json ...")
-            runs.append(measure(path, ["--json"]))
-            size = path.stat().st_size
-    except KeyboardInterrupt:
-        _say("stopped; the temporary state file is removed")
-        return 130
+    with scratch("bench-kmem-") as d:
+        path = Path(d) / "big.state"
+        _say(f"booting {args.pages} pages in {path} ...")
+        boot_s = boot_state(path, args.pages)
+        _say(f"booted in {boot_s:.1f} s; kmem, text ...")
+        runs = [measure(path, [])]
+        _say("kmem --json ...")
+        runs.append(measure(path, ["--json"]))
+        size = path.stat().st_size
     r = {"pages": args.pages, "state_mb": round(size / 2**20), "boot_s": round(boot_s, 1), "kmem": runs,
          "self_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
          "goals": {f"first row < {GOAL_FIRST_ROW_S:g} s": all(x["first_row_s"] < GOAL_FIRST_ROW_S for x in runs),
                    f"peak RSS < {GOAL_RSS_MB} MB": all(x["peak_rss_mb"] < GOAL_RSS_MB for x in runs)}}
     if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
+        print_json(r)
         return 0
     print(f"kmem on {r['pages']} pages ({r['state_mb']} MiB state file, booted in {r['boot_s']} s):")
     for x in runs:
@@ -95,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_guard(main, "bench_kmem")

@@ -19,18 +19,16 @@ removed at the end, also when the benchmark is stopped (Ctrl-C, SIGTERM).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from benchlib import goals_line, say, scratch, stop_on_sigterm
+from benchlib import base_parser, goals_line, main_guard, print_json, run_command, say, scratch
 
 from emu._ksm_sweep import sweep_get_ksm_page
 from emu.check.shadow import KSM
@@ -85,7 +83,7 @@ def real_get_ksm_page_rate(path: Path, nodes: int, repeats: int) -> float:
     from emu.mm.ksm_scan import scan_slot
     from emu.mm.memory import do_anonymous_page
 
-    w = boot(path, resolve(), 2 * nodes + 64, protocol="keyhole", nmms=2)
+    w = boot(path, resolve(), 2 * nodes + 64, nmms=2)  # the keyhole
     try:
         ksmd = w.context(cpu=0, task=0xC0000000, role="ksmd")
         alloc = w.context(cpu=2, task=0xC0002000, role="allocator.0")
@@ -162,8 +160,8 @@ def _pss_kb(pid: int) -> int:
 def bench_big_run(pages: int, duration: float) -> dict:
     _say(f"big run: {pages} pages for {duration:g} s ...")
     state = Path(tempfile.mkdtemp(dir=TMP)) / "big.state"
-    cmd = [sys.executable, "-m", "emu.cli", "run", "--pages", str(pages), "--duration", str(duration),
-           "--state", str(state), "--json", "-v", "--no-progress"]
+    cmd = run_command(["--pages", str(pages), "--duration", str(duration), "--state", str(state), "--json", "-v",
+                       "--no-progress"])
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pids = {"launcher": p.pid}
@@ -197,8 +195,7 @@ def bench_big_run(pages: int, duration: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = base_parser(__doc__)
     p.add_argument("--nodes", type=int, default=4_000_000, help="stable nodes in the sweep (default 4M)")
     p.add_argument("--python-nodes", type=int, default=20_000, help="KSM pages for the real get_ksm_page")
     p.add_argument("--repeats", type=int, default=3, help="sweep samples; the best is reported")
@@ -218,21 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             or args.duration <= 0 or args.big_duration <= 0:
         p.error("counts, rates and durations must be positive")
     global TMP
-    stop_on_sigterm()
     r: dict = {"cpus": os.cpu_count()}
-    try:
-        with scratch("bench-ksm-") as tmp:
-            TMP = Path(tmp)
-            if "sweep" not in args.skip:
-                _say(f"sweep: {args.nodes} nodes ...")
-                r["sweep"] = bench_sweep(args.nodes, min(args.python_nodes, args.nodes), args.repeats)
-            if "free" not in args.skip:
-                r["time_to_free"] = bench_time_to_free(args.duration, args.pages, rates)
-            if "big" not in args.skip:
-                r["big_run"] = bench_big_run(args.big_pages, args.big_duration)
-    except KeyboardInterrupt:
-        _say("stopped; its temporary files are removed")
-        return 130
+    with scratch("bench-ksm-") as tmp:
+        TMP = Path(tmp)
+        if "sweep" not in args.skip:
+            _say(f"sweep: {args.nodes} nodes ...")
+            r["sweep"] = bench_sweep(args.nodes, min(args.python_nodes, args.nodes), args.repeats)
+        if "free" not in args.skip:
+            r["time_to_free"] = bench_time_to_free(args.duration, args.pages, rates)
+        if "big" not in args.skip:
+            r["big_run"] = bench_big_run(args.big_pages, args.big_duration)
     r["goals"] = {}
     if "sweep" in r:
         r["goals"]["sweep >= 10M nodes/s"] = r["sweep"]["nogil_nodes_per_s"] >= 10e6
@@ -244,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         r["goals"]["big run: no violations"] = b["violations"] == 0 and b["exit_code"] == 0
         r["goals"]["big run: PSS <= 1.3x mapping"] = b["pss_over_mapping"] <= 1.3
     if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
+        print_json(r)
         return 0
     if "sweep" in r:
         s = r["sweep"]
@@ -269,4 +260,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_guard(main, "bench_ksm")

@@ -14,12 +14,10 @@ removed at the end or when stopped (Ctrl-C, SIGTERM).
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 
-from benchlib import counts_per_s, main_guard, measure, parser, run_json
+from benchlib import ab_lines, counts_per_s, main_guard, measure, parser, print_json, run_json
 
 
 def one_run(where: Path, args: list[str], kind: str) -> dict:
@@ -40,24 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = measure(p, args, ("untraced", "traced"), one_run, "bench_trace")
     if args.json:
-        json.dump(out, sys.stdout, indent=2)
-        print()
+        print_json(out)
         return 0
-    for name, w in out["workloads"].items():
-        print(f"{name} ({' '.join(w['flags'])}):")
-        for kind in ("untraced", "traced"):
-            o = w[kind]
-            extra = ""
-            if kind == "traced":
-                r = o["runs"][0]
-                extra = (f"; trace {r['trace_events']} events ({r['trace_dropped']} dropped), "
-                         f"{r['trace_bytes'] >> 20} MiB, written in {r['after_run_s']} s after the run")
-            print(f"  {kind:8}: {o['calls_per_s_median']:.0f} get_ksm_page/s, ksmd "
-                  f"{o['ksmd_scanned_per_s_median']:.0f} slots/s (medians of "
-                  f"{', '.join(format(x['calls_per_s'], '.0f') for x in o['runs'])}){extra}")
-        print(f"  traced/untraced: {w['ratio']:.3f} get_ksm_page/s, {w['ratio_ksmd_scanned']:.3f} slots/s "
-              f"({'meets' if w['meets_goal'] else 'MISSES'} the 0.8 goal)")
+    print("\n".join(ab_lines(out, ("untraced", "traced"), _trace_note)))
     return 0
+
+
+def _trace_note(kind: str, o: dict) -> str:
+    if kind != "traced":
+        return ""
+    r = o["runs"][0]
+    return (f"; trace {r['trace_events']} events ({r['trace_dropped']} dropped), "
+            f"{r['trace_bytes'] >> 20} MiB, written in {r['after_run_s']} s after the run")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+from ..kconfig import ConfigRequest
+
 # One job at a time per process: a Dask worker started with several threads
 # would otherwise run explores side by side in one interpreter (CPU-bound,
 # under one GIL: no faster, and the explorer is not written for threads).
@@ -46,7 +48,7 @@ def _explore(job: dict) -> dict:
     cx = r.counterexample
     findings = cx.findings if cx else []
     return {"verdict": "violation" if cx else "clean", "violations": len(findings),
-            "kinds": sorted({f["kind"] for f in findings}), "replay": cx.schedule if cx else None,
+            "kinds": sorted({f.kind for f in findings}), "replay": cx.schedule if cx else None,
             "detail": {"schedules": r.schedules_explored, "complete": r.complete, "steps": r.steps}}
 
 
@@ -56,13 +58,7 @@ def run_argv(job: dict, state: str) -> list[str]:
     argv = [sys.executable, "-m", "emu.cli", "run", "--json", "--no-progress", "--arch", c["arch"],
             "--kernel", c["kernel"], "--protocol", job["protocol"], "--seed", str(job["seed"]),
             "--pages", str(job["pages"]), "--duration", str(job["duration"]),
-            "--allocators", str(job["allocators"])]
-    for flag, key in (("-e", "enable"), ("-d", "disable")):
-        for opt in c.get(key, []):
-            argv += [flag, opt]
-    for key in ("nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"):
-        if key in c:
-            argv += ["--" + key.replace("_", "-"), hex(c[key])]
+            "--allocators", str(job["allocators"]), *ConfigRequest.from_dict(c).flags()]
     return argv + ["--state", state]
 
 

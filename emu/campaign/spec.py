@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
-from ..kconfig import Config, ConfigError, resolve
+from ..kconfig import CONFIG_KEYS, OVERRIDES, Config, ConfigError, ConfigRequest
 from ..mm.protocol import PROTOCOLS
+from ..runspec import LimitError, check_allocators, check_pages
 
-CONFIG_KEYS = {"arch", "kernel", "enable", "disable", "nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"}
 SECTION_KEYS = {
     "explore": {"configs", "protocols", "scenarios", "memory_models", "seeds", "strategy", "schedules", "depth",
                 "cpus", "time_limit"},
@@ -58,10 +59,7 @@ def _list(where: str, v: Any, default: list | None = None) -> list:
 
 def config_of(job_config: dict) -> Config:
     """The kernel config a job's "config" object names."""
-    return resolve(job_config.get("arch", "x86_64"), job_config.get("kernel", "2.6.33"),
-                   enable=job_config.get("enable", []), disable=job_config.get("disable", []),
-                   nr_cpus=job_config.get("nr_cpus"), split_ptlock_cpus=job_config.get("split_ptlock_cpus"),
-                   page_offset=job_config.get("page_offset"), mem_map=job_config.get("mem_map"))
+    return ConfigRequest.from_dict(job_config).resolve()
 
 
 def _config(where: str, c: Any) -> dict:
@@ -70,16 +68,12 @@ def _config(where: str, c: Any) -> dict:
     unknown = set(c) - CONFIG_KEYS
     if unknown:
         raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(CONFIG_KEYS))}")
-    out: dict = {"arch": c.get("arch", "x86_64"), "kernel": c.get("kernel", "2.6.33")}
     for key in ("enable", "disable"):
         opts = c.get(key, [])
         if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
             raise SpecError(f"{where}.{key}: want a list of option names")
-        if opts:
-            out[key] = sorted({o.upper().removeprefix("CONFIG_") for o in opts})
-    for key in ("nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"):
-        if c.get(key) is not None:
-            out[key] = _num(f"{where}.{key}", c[key])
+    numbers = {key: _num(f"{where}.{key}", c[key]) for key in OVERRIDES if c.get(key) is not None}
+    out = ConfigRequest.from_dict({**c, **numbers}).as_dict()
     if not isinstance(out["arch"], str) or not isinstance(out["kernel"], str):
         raise SpecError(f"{where}: arch and kernel are strings")
     from ..hazard import DirectMapError, analyse
@@ -102,7 +96,7 @@ def _choices(where: str, v: Any, known: list[str] | tuple[str, ...]) -> list[str
 def _explore_jobs(sec: dict) -> list[dict]:
     from ..explore.agree import allocator_cpu
     from ..explore.scenarios import SCENARIOS
-    from ..explore.strategies import STRATEGIES
+    from ..explore.strategies import MAX_DEPTH, SAMPLING, STRATEGIES
 
     configs = [_config(f"explore.configs[{i}]", c) for i, c in enumerate(_list("explore.configs", sec.get("configs"),
                                                                                  [{}]))]
@@ -117,19 +111,19 @@ def _explore_jobs(sec: dict) -> list[dict]:
     if schedules is not None and schedules < 1:
         raise SpecError("explore.schedules: want at least 1")
     depth = _num("explore.depth", sec.get("depth", 3))
-    if not 1 <= depth <= 10:
-        raise SpecError("explore.depth: want 1..10")
+    if not 1 <= depth <= MAX_DEPTH:
+        raise SpecError(f"explore.depth: want 1..{MAX_DEPTH}")
     cpus = sec.get("cpus", {})
     if not isinstance(cpus, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                              for v in cpus.values()):
         raise SpecError("explore.cpus: want an object of role: CPU id, e.g. {\"allocator\": 3}")
-    if strategy in ("dpor", "dfs") and len(seeds) > 1:
+    if strategy not in SAMPLING and len(seeds) > 1:
         raise SpecError(f"explore.seeds: strategy {strategy} is deterministic; seeds go with pct or random")
     time_limit = sec.get("time_limit")
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
                                    or not 0 < time_limit <= 86400):
         raise SpecError("explore.time_limit: want seconds, > 0 and <= 86400")
-    if strategy in ("pct", "random") and schedules is None and time_limit is None:
+    if strategy in SAMPLING and schedules is None and time_limit is None:
         raise SpecError(f"explore: strategy {strategy} never runs out of schedules; give schedules or time_limit")
     _bounded("explore", len(configs) * len(protocols) * len(scenarios) * len(models) * len(seeds))
     jobs = []
@@ -174,23 +168,28 @@ def _memory_models(v: Any) -> list[str]:
     return out
 
 
-def _run_jobs(sec: dict) -> list[dict]:
-    from ..runspec import MAX_PAGES, MIN_PAGES
+def _within(check: Callable[..., None], *args: Any, where: str = "") -> None:
+    """A run's limit (emu.runspec), as a SpecError naming the SPEC's key."""
+    try:
+        check(*args)
+    except LimitError as e:
+        raise SpecError(f"run.{e.name}: {e.want}{where}") from None
 
+
+def _run_jobs(sec: dict) -> list[dict]:
     configs = [_config(f"run.configs[{i}]", c) for i, c in enumerate(_list("run.configs", sec.get("configs"), [{}]))]
     protocols = _choices("run.protocols", sec.get("protocols", ["keyhole"]), list(PROTOCOLS))
     seeds = [_num(f"run.seeds[{i}]", s) for i, s in enumerate(_list("run.seeds", sec.get("seeds"), [1]))]
     pages = _num("run.pages", sec.get("pages", 1024))
-    if not MIN_PAGES <= pages <= MAX_PAGES:
-        raise SpecError(f"run.pages: want {MIN_PAGES}..{MAX_PAGES}")
+    _within(check_pages, pages)
     duration = sec.get("duration", 2)
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= 3600:
         raise SpecError("run.duration: want seconds, > 0 and <= 3600")
     allocators = _num("run.allocators", sec.get("allocators", 2))
-    if not 1 <= allocators <= 32:
-        raise SpecError("run.allocators: want 1..32")
+    _within(check_allocators, allocators)
     _bounded("run", len(configs) * len(protocols) * len(seeds))
     for c in configs:  # ksmd, reclaim and the allocators each need a CPU of their own
+        _within(check_pages, pages, config_of(c), where=f" in {c}")
         if config_of(c).nr_cpus < 2 + allocators:
             raise SpecError(f"run.configs: NR_CPUS={config_of(c).nr_cpus} in {c} is too few CPUs for "
                             f"{2 + allocators} roles (ksmd, reclaim, {allocators} allocator(s))")

@@ -10,15 +10,12 @@ from collections import Counter
 from ..cliutil import printable
 from ..explore.agree import agrees
 from ..hazard import analyse
+from ..kconfig import ConfigRequest
 from .spec import config_of
 
 
 def config_label(c: dict) -> str:
-    parts = [c["arch"], c["kernel"], *("+" + o for o in c.get("enable", [])), *("-" + o for o in c.get("disable", []))]
-    for k, short in (("nr_cpus", "nr"), ("split_ptlock_cpus", "split"), ("page_offset", "po"), ("mem_map", "mm")):
-        if k in c:
-            parts.append(f"{short}={c[k]:#x}" if k in ("page_offset", "mem_map") else f"{short}={c[k]}")
-    return " ".join(parts)
+    return ConfigRequest.from_dict(c).label()
 
 
 COMPLETE, INCOMPLETE = "clean (complete)", "no violation found (incomplete)"

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..findings import Kind
+from ..findings import Finding, Kind
 from ..mm import testbreak
 from ..mm.mem import MARKED, PLAIN
 
@@ -228,7 +228,7 @@ class RaceDetector:
                 and other[5] != PLAIN_K and not other[6])
 
     def reports(self, describe: Callable[[int, int], str], who: Callable[[int], dict],
-                function: Callable[[int], str]) -> list[dict]:
+                function: Callable[[int], str]) -> list[Finding]:
         """The races as findings: both accesses with CPU, role, function, access and bytes."""
         out = []
         for x, y in self.races:
@@ -240,9 +240,10 @@ class RaceDetector:
                              "bytes": describe(off, size)})
             lo = max(accs[0]["offset"], accs[1]["offset"])
             hi = min(accs[0]["offset"] + accs[0]["size"], accs[1]["offset"] + accs[1]["size"])
-            out.append({"kind": Kind.DATA_RACE, "accesses": accs, "overlap": describe(lo, hi - lo),
-                        "detail": f"{accs[0]['marking']} {accs[0]['access']} {accs[0]['size']} by "
-                                  f"{accs[0]['role']} (step {accs[0]['step']}) and {accs[1]['marking']} "
-                                  f"{accs[1]['access']} {accs[1]['size']} by {accs[1]['role']} (step "
-                                  f"{accs[1]['step']}) on {describe(lo, hi - lo)}, unordered"})
+            out.append(Finding(Kind.DATA_RACE, {
+                "accesses": accs, "overlap": describe(lo, hi - lo),
+                "detail": f"{accs[0]['marking']} {accs[0]['access']} {accs[0]['size']} by "
+                          f"{accs[0]['role']} (step {accs[0]['step']}) and {accs[1]['marking']} "
+                          f"{accs[1]['access']} {accs[1]['size']} by {accs[1]['role']} (step "
+                          f"{accs[1]['step']}) on {describe(lo, hi - lo)}, unordered"}))
         return out

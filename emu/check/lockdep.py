@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..decode import describe
-from ..findings import LOCKDEP_KINDS
+from ..findings import LOCKDEP_KINDS, Finding, Kind
 from ..mm.kfunc import kernel_function
 from ..mm.regions import PAGE_TABLE_LOCK_REL, PTRS_PER_GROUP
 from ..records import (
@@ -295,13 +295,12 @@ def lock_name(world: World, cls: int, off: int) -> str:
     return f"{LOCK_CLASS_NAMES[cls]} ({describe(world, off, 1)})"
 
 
-def decode(world: World, r: np.void) -> dict:
+def decode(world: World, r: np.void) -> Finding:
     """A finding record as the report shows it."""
 
     kind = int(r["kind"])
     held = [lock_name(world, int(r["held_cls"][j]), int(r["held_off"][j])) for j in range(int(r["nheld"]))]
-    out = {"kind": FINDING_NAMES[kind] if kind < len(FINDING_NAMES) else str(kind),
-           "cpu": int(r["cpu"]), "role": ROLE_NAMES[int(r["role"])] if r["role"] < len(ROLE_NAMES) else "?",
+    out = {"cpu": int(r["cpu"]), "role": ROLE_NAMES[int(r["role"])] if r["role"] < len(ROLE_NAMES) else "?",
            "function": r["function"].decode(errors="replace"), "held": held}
     if kind == LOCK_NOT_HELD:
         out.update(access=f"{OPS[int(r['op'])]} {int(r['size'])}", bytes=describe(world, int(r["off"]),
@@ -318,10 +317,10 @@ def decode(world: World, r: np.void) -> dict:
     else:
         out.update(taking=lock_name(world, int(r["want_cls"]), int(r["off"])),
                    detail="a second lock of one class taken without spin_lock_nested")
-    return out
+    return Finding(FINDING_NAMES[kind] if kind < len(FINDING_NAMES) else Kind.of(str(kind)), out)
 
 
-def findings(world: World, rec: np.ndarray | None = None, n: int = 0) -> tuple[list[dict], int]:
+def findings(world: World, rec: np.ndarray | None = None, n: int = 0) -> tuple[list[Finding], int]:
     """Decoded findings (of the world's mapping, or of records read elsewhere) and the total."""
     if rec is None:
         rec, n = records(world)

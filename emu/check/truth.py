@@ -88,9 +88,6 @@ class Truth:
     def mapping_written(self, pfn: int, writer: int) -> None:
         self._set(pfn, "writer", writer)
 
-    def content_written(self, pfn: int, content: int) -> None:
-        self._set(pfn, "content", content)
-
     def stable_node_set(self, pfn: int, node: int) -> None:
         """set_page_stable_node is about to store node + 3 (or, node 0, the bare 0x3):
         the truth changes first, so no one sees a key the shadow does not know."""

@@ -18,17 +18,17 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..check import EXPLORE_CHECKS, lockdep
 from ..check.truth import REPORT
-from ..decode import decode_violation, describe, mapping_members
-from ..findings import Kind
+from ..decode import decode_violation, describe, members_on_mapping
+from ..findings import Finding, Kind, brief
 from ..hazard import analyse
 from ..kconfig import Config, resolve
 from ..mm.boot import boot
-from ..mm.protocol import PROTOCOLS
+from ..mm.protocol import KEYHOLE, Protocol, protocol_named
 from ..mm.regions import PTRS_PER_GROUP, Geometry
 from ..mm.ring import CLOCK_STEPS, EXPLORE_CAPACITY, RingLayout
 from ..report import violation_records
@@ -50,7 +50,7 @@ class Counterexample:
     """The first failing execution: what went wrong and how to get there again."""
 
     schedule: str  # the replay string
-    findings: list[dict]
+    findings: list[Finding]
     timeline: list[dict]
     steps: int
     preemptions: int
@@ -65,13 +65,14 @@ class Counterexample:
 
     def as_dict(self) -> dict:
         return {"schedule": self.schedule, "steps": self.steps, "preemptions": self.preemptions,
-                "minimized_from": self.minimized_from, "findings": self.findings, "timeline": self.timeline}
+                "minimized_from": self.minimized_from, "findings": [f.as_dict() for f in self.findings],
+                "timeline": self.timeline}
 
 
 @dataclass
 class Replayed:
     schedule: str
-    findings: list[dict]
+    findings: list[Finding]
     timeline: list[dict]
     trace: dict | None = None
     stopped: str | None = None  # a replay cut short from outside: "interrupted by SIGINT", "time limit"
@@ -127,18 +128,12 @@ class ScenarioError(ValueError):
     """A scenario that cannot be explored as given (its setup broke an invariant)."""
 
 
-def _one_line(finding: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in finding.items() if k in ("kind", "pfn", "stable_node", "mapping"))
-
-
 class Session:
     """A booted world for one scenario and config, with its snapshot."""
 
-    def __init__(self, scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int],
+    def __init__(self, scenario: Scenario, cfg: Config, protocol: Protocol, cpus: dict[str, int],
                  state: str | os.PathLike | None = None, overwrite: bool = False,
                  checks: frozenset = frozenset(), stop: Stop | None = None, model: str = "sc") -> None:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         parse_model(model)  # ValueError for an unknown model or barrier
         self.scenario, self.cfg, self.protocol, self.cpus = scenario, cfg, protocol, cpus
         self.model = model
@@ -166,23 +161,18 @@ class Session:
                               meta={"scenario": scenario.name, "cpus": cpus, "trace": self.trace_layout.meta()}, fd=fd)
             from ..mm.trace import TraceRings
 
-            # the setup's events go to its ring at time 0, and stay in the snapshot
-            self.world.trace = TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True)
             roles = scenario.role_names
             self._rings = TraceRings(self.world, route=lambda mm: 1 + roles.index(mm.role) if mm.role in roles else None,
                                      gauge_each=True)
-            # the setup builds its state as a correct kernel would; a broken variant
-            # applies to the explored roles only
-            tested = self.world.protocol
-            self.world.protocol = tested if not tested.broken else PROTOCOLS["keyhole"]
-            try:
-                self.data = scenario.setup(self.world) if scenario.setup else {}
-            finally:
-                self.world.protocol = tested
-                self.world.trace = None
+            # The setup builds its state as a correct kernel would (a broken variant
+            # applies to the explored roles only), on a World of its own over the same
+            # machine: that protocol, and its events in its ring at time 0, kept in the snapshot.
+            setup = replace(self.world, protocol=KEYHOLE if protocol.broken else protocol,
+                            trace=TraceRings(self.world, route=lambda mm: 0, now=lambda: 0, gauge_each=True))
+            self.data = scenario.setup(setup) if scenario.setup else {}
             found = self._violations()
             if found:
-                raise ScenarioError(f"scenario {scenario.name}: its setup broke an invariant: {_one_line(found[0])}")
+                raise ScenarioError(f"scenario {scenario.name}: its setup broke an invariant: {brief(found[0])}")
         except BaseException:  # nothing of a session that never was stays behind (as run's setup)
             if self._claimed is not None:
                 os.unlink(self._claimed.path)
@@ -210,22 +200,21 @@ class Session:
         """The Chrome trace of the last recorded run, which ran `choices`."""
         c = self.cfg
         schedule = self.schedule(choices)
-        return trace_of_world(self.world, f"ksm-emu {self.scenario.name}, {self.protocol}, {c.arch.name} {c.kernel}",
+        return trace_of_world(self.world, f"ksm-emu {self.scenario.name}, {self.protocol.name}, {c.arch.name} {c.kernel}",
                               {"schedule": schedule, "replay": f"ksm-emu replay {schedule}"})[0]
 
-    def findings(self, outcome: str | None, env: Env) -> list[dict]:
+    def findings(self, outcome: str | None, env: Env) -> list[Finding]:
         out = self._violations()
         if outcome is not None:
-            f = {"kind": Kind.of(outcome.split(":")[0]), "detail": outcome}
-            if outcome == "step limit":
-                f["detail"] = self._step_limit_hint()
-            if outcome.startswith("exception") and self.runner.error:
+            kind = Kind.of(outcome.split(":")[0])
+            f = {"detail": self._step_limit_hint() if outcome == Kind.STEP_LIMIT else str(outcome)}
+            if kind == Kind.EXCEPTION and self.runner.error:
                 f["traceback"] = self.runner.error  # the role's own frames: where it went wrong
-            out.append(f)
+            out.append(Finding(kind, f))
         if self.scenario.check is not None:
             problem = self.scenario.check(env)
             if problem:
-                out.append({"kind": Kind.INVARIANT, "detail": problem})
+                out.append(Finding(Kind.INVARIANT, {"detail": problem}))
         if "lockdep" in self.checks:
             out.extend(lockdep.findings(self.world)[0])
         if self.runner.kcsan is not None:
@@ -255,19 +244,17 @@ class Session:
         rec = self.runner.recording
         return rec[step].function if rec is not None and 0 <= step < len(rec) else ""
 
-    def _violations(self) -> list[dict]:
-        w = self.world
+    def _violations(self) -> list[Finding]:
+        m = self.world.machine
         out = []
-        for r in violation_records(w):
-            v = decode_violation(w.machine, r)
-            v["step"] = int(r["t_ns"]) - 1  # the virtual clock: the step it was found in
-            v["expected"] = v["expected_key"]
-            v["members_on_mapping"] = v["union_members"] or mapping_members(w.machine, int(v["mapping"], 16))
-            out.append(v)
+        for r in violation_records(self.world):
+            v = decode_violation(m, r)
+            out.append(v.adding(step=int(r["t_ns"]) - 1,  # the virtual clock: the step it was found in
+                                expected=v["expected_key"], members_on_mapping=members_on_mapping(m, v)))
         return out
 
     def schedule(self, choices: Iterable[int]) -> str:
-        return Schedule(self.scenario.name, self.protocol, self.cfg, self.cpus, tuple(choices), self.model).encode()
+        return Schedule(self.scenario.name, self.protocol.name, self.cfg, self.cpus, tuple(choices), self.model).encode()
 
     def close(self) -> None:
         if self.world is not None:
@@ -344,7 +331,7 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
         stop.deadline = t0 + time_limit if stop.deadline is None else min(stop.deadline, t0 + time_limit)
     with catching(stop, ()) if caller else catching(stop, (signal.SIGINT,)):
         try:
-            r = _explore(scenario, cfg, protocol, strategy, preemption_bound, strat, schedules, cpu_map, minimize,
+            r = _explore(scenario, cfg, protocol_named(protocol), strategy, preemption_bound, strat, schedules, cpu_map, minimize,
                          keep_going, state, overwrite, progress, frozenset(checks), trace, stop, t0, memory_model)
         finally:
             stop.deadline = deadline
@@ -362,7 +349,7 @@ class Interrupted(KeyboardInterrupt):
         self.result = result
 
 
-def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, bound: int | None, strat: Strategy,
+def _explore(scenario: Scenario, cfg: Config, protocol: Protocol, strategy: str, bound: int | None, strat: Strategy,
              schedules: int | None, cpu_map: dict[str, int], minimize: bool, keep_going: bool,
              state: str | os.PathLike | None, overwrite: bool, progress: Callable[[int, int], None] | None,
              checks: frozenset, trace: bool, stop: Stop, t0: float, model: str = "sc") -> Result:
@@ -370,7 +357,7 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
     outcomes: Counter = Counter()
     found: list[tuple] = []  # (choices, findings), the first execution of each new kind
     first: tuple[int, ...] | None = None  # the first schedule run, for a trace without a violation
-    kinds: set[str] = set()
+    kinds: set[Kind | str] = set()
     stopped = None
     session = Session(scenario, cfg, protocol, cpu_map, state, overwrite, checks, stop, model)
     watchdog = Watchdog(session.runner)
@@ -381,16 +368,16 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
             steps += n
             if stop.reason is not None and outcome == stop.reason:
                 break  # cut short from outside: neither a finding nor an explored schedule
-            if outcome == "blocked":
+            if outcome == Kind.BLOCKED:
                 blocked += 1
             else:
                 explored += 1
-                cut += outcome == "step limit"
+                cut += outcome == Kind.STEP_LIMIT
                 first = first or tuple(session.runner.choices)
                 findings = session.findings(outcome, env)
                 if scenario.observe is not None:
                     outcomes[scenario.observe(env)] += 1
-                new = {f["kind"] for f in findings} - kinds
+                new = {f.kind for f in findings} - kinds
                 if new:
                     kinds |= new
                     found.append((tuple(session.runner.choices), findings))
@@ -422,16 +409,16 @@ def _explore(scenario: Scenario, cfg: Config, protocol: str, strategy: str, boun
     finally:
         watchdog.close()
         session.close()
-    return Result(scenario.name, protocol, cfg, strategy, not found, explored, complete, elapsed,
+    return Result(scenario.name, protocol.name, cfg, strategy, not found, explored, complete, elapsed,
                   steps, blocked, cxs[0] if cxs else None, outcomes, cxs, session.checks,
                   traced if trace else None, stopped, cut, bound, model)
 
 
-def _counterexample(session: Session, choices: tuple[int, ...], findings: list[dict],
+def _counterexample(session: Session, choices: tuple[int, ...], findings: list[Finding],
                     minimize: bool) -> Counterexample:
     before = None
     if minimize:
-        kinds = {f["kind"] for f in findings}
+        kinds = {f.kind for f in findings}
         shorter = _minimize(session, choices, kinds)
         if shorter is not None and shorter != choices:
             before = {"steps": len(choices), "preemptions": _preemptions(session, choices)}
@@ -482,20 +469,20 @@ class _PrefixThenRun(Strategy):
         return current if current in enabled else enabled[0]
 
 
-def _minimize(session: Session, choices: tuple[int, ...], kinds: set[str]) -> tuple[int, ...] | None:
+def _minimize(session: Session, choices: tuple[int, ...], kinds: set[Kind | str]) -> tuple[int, ...] | None:
     """The shortest prefix of the schedule after which running without
     preemption still fails the same way: its preemptions all lie in that prefix."""
     for k in range(len(choices) + 1):
         outcome, env = session.run(_PrefixThenRun(choices[:k]))
-        if outcome == "blocked":
+        if outcome == Kind.BLOCKED:
             continue
-        if kinds & {f["kind"] for f in session.findings(outcome, env)}:
+        if kinds & {f.kind for f in session.findings(outcome, env)}:
             return tuple(session.runner.choices)
     return None
 
 
 # -- replaying ----------------------------------------------------------------------------------
-def _replay(scenario: Scenario, cfg: Config, protocol: str, cpus: dict[str, int], choices: tuple[int, ...],
+def _replay(scenario: Scenario, cfg: Config, protocol: Protocol, cpus: dict[str, int], choices: tuple[int, ...],
             state: str | os.PathLike | None = None, overwrite: bool = False,
             checks: Iterable[str] = DEFAULT_CHECKS, stop: Stop | None = None, model: str = "sc") -> Replayed:
     caller = stop is not None
@@ -534,8 +521,10 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
     checks = checks_of(checks)
     known = {**builtin.SCENARIOS, **(scenarios or {})}
     s = decode(text, {name: sc.role_names for name, sc in known.items()})
-    if s.protocol not in PROTOCOLS:
+    try:
+        protocol = protocol_named(s.protocol)
+    except ValueError as e:
         from .schedule import ScheduleError
 
-        raise ScheduleError(f"unknown protocol {s.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return _replay(known[s.scenario], s.cfg, s.protocol, s.cpus, s.choices, state, overwrite, checks, stop, s.model)
+        raise ScheduleError(str(e)) from None
+    return _replay(known[s.scenario], s.cfg, protocol, s.cpus, s.choices, state, overwrite, checks, stop, s.model)

@@ -29,7 +29,7 @@ def row(name: str, cfg: Config, scenario: str, protocol: str = "keyhole",
            "protocol": protocol, "sc": "not needed (sc reorders nothing)", "schedules": r.schedules_explored,
            "lkmm": "not modelled yet"}
     if r.counterexample is not None:
-        kinds = sorted({f["kind"] for f in r.counterexample.findings})
+        kinds = sorted({f.kind for f in r.counterexample.findings})
         out.update(tso="NEEDED: " + ", ".join(kinds), replay=r.counterexample.schedule)
     elif r.interrupted:
         out.update(tso=f"unknown ({r.stopped})", replay=None)

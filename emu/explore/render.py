@@ -79,7 +79,7 @@ def result_text(r: Result) -> str:
 
 def replayed_json(r: Replayed) -> dict:
     return {"schedule": r.schedule, "holds": not r.findings if r.stopped is None else None,
-            "stopped": r.stopped, "violations": r.findings, "timeline": r.timeline}
+            "stopped": r.stopped, "violations": [f.as_dict() for f in r.findings], "timeline": r.timeline}
 
 
 def replayed_text(r: Replayed) -> str:

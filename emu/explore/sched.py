@@ -27,6 +27,7 @@ from functools import partial
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from ..check.kcsan import RaceDetector
+from ..findings import Kind
 from ..mm.kfunc import kernel_function
 from .access import GhostMem, SchedMem
 from .stop import Stop, Stopped
@@ -231,7 +232,7 @@ class Runner:
             if self.aborting:
                 return
             self._close(p)  # its last step's footprint: the strategies need it like any other
-            self.outcome = f"exception: {type(e).__name__}: {e}"
+            self.outcome = f"{Kind.EXCEPTION}: {type(e).__name__}: {e}"
             self.error = traceback.format_exc()
             self.ending = True
             return  # back to the main greenlet, this one's parent
@@ -260,7 +261,7 @@ class Runner:
     def point(self, p: int, op: str, off: int, size: int, write: bool) -> None:
         if self.aborting:
             raise Abort
-        if op != "smp_mb":  # tso's barrier: a point of no bytes
+        if op != "smp_mb":  # a barrier's point (tso's smp_mb) touches no bytes
             _check_size(size)  # before the checkers walk `size` bytes (10**7 of them took 40 s)
             self._check_span(op, off, size)
         stop = self.stop
@@ -400,14 +401,14 @@ class Runner:
                     enabled.append(self.n + k)
         if not enabled:
             if not all(self.finished):
-                self.outcome = "deadlock"
+                self.outcome = Kind.DEADLOCK
             return None
         if len(self.choices) >= self.max_steps:
-            self.outcome = "step limit"
+            self.outcome = Kind.STEP_LIMIT
             return None
         q = self.strategy.choose(len(self.choices), enabled, current)
         if q is None:
-            self.outcome = self.outcome or "blocked"
+            self.outcome = self.outcome or Kind.BLOCKED
             return None
         self.choices.append(q)
         if q >= self.n:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..kconfig import ARCHES, USER_OPTIONS, Config, ConfigError, resolve
+from ..kconfig import Config, ConfigError, ConfigRequest
 from .tso import parse_model
 
 MAGIC = "ksmx1"
@@ -46,43 +46,18 @@ class Schedule:
 
 
 def encode_config(cfg: Config) -> str:
-    default = resolve(cfg.arch.name, cfg.kernel)
-    parts = [cfg.arch.name, cfg.kernel]
-    for name in USER_OPTIONS:
-        if cfg.options[name] != default.options[name]:
-            parts.append(("+" if cfg.options[name] else "-") + name)
-    if cfg.options["SMP"] and cfg.nr_cpus != default.nr_cpus:
-        parts.append(f"nr={cfg.nr_cpus}")
-    if cfg.split_ptlock_override:
-        parts.append(f"split={cfg.split_ptlock_cpus}")
-    if cfg.page_offset != cfg.arch.page_offset:
-        parts.append(f"po={cfg.page_offset:#x}")
-    if cfg.mem_map != cfg.arch.mem_map:
-        parts.append(f"mm={cfg.mem_map:#x}")
-    return "/".join(parts)
+    return ConfigRequest.of(cfg).encode()
 
 
 def decode_config(text: str) -> Config:
-    parts = text.split("/")
-    if len(parts) < 2 or parts[0] not in ARCHES:
-        raise ScheduleError(f"bad config {text!r}: want ARCH/KERNEL[/+OPTION...]")
-    kw: dict = {"enable": [], "disable": []}
-    keys = {"nr": "nr_cpus", "split": "split_ptlock_cpus", "po": "page_offset", "mm": "mem_map"}
-    for p in parts[2:]:
-        if p[:1] in "+-" and len(p) > 1:
-            kw["enable" if p[0] == "+" else "disable"].append(p[1:])
-            continue
-        key, sep, value = p.partition("=")
-        if not sep or key not in keys:
-            raise ScheduleError(f"bad config item {p!r} in {text!r}")
-        try:
-            kw[keys[key]] = int(value, 0)
-        except ValueError:
-            raise ScheduleError(f"bad number {value!r} in config item {p!r}") from None
+    try:
+        request = ConfigRequest.decode(text)
+    except ValueError as e:
+        raise ScheduleError(str(e)) from None
     from ..hazard import DirectMapError, analyse
 
     try:
-        cfg = resolve(parts[0], parts[1], **kw)
+        cfg = request.resolve()
         analyse(cfg)  # a direct map that cannot fit (po=) is a bad string, as explore's flags are
     except (ConfigError, DirectMapError) as e:
         raise ScheduleError(f"config {text!r}: {e}") from None

@@ -10,7 +10,8 @@ from .dpor import Dpor, Nondeterminism
 from .sched import Strategy
 
 STRATEGIES = ("dpor", "dfs", "pct", "random")
-SAMPLING = ("pct", "random")  # they draw schedules and never run out
+SAMPLING = ("pct", "random")  # they draw schedules and never run out; the others are deterministic
+MAX_DEPTH = 10  # pct's bug depth
 ENDLESS_DEFAULT = 1000  # schedules of pct and random when neither a count nor a time limit is given
 
 

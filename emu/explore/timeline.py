@@ -6,13 +6,13 @@ the read a violation rests on, the union members its bytes belong to."""
 from __future__ import annotations
 
 from ..decode import describe, mapping_members
-from ..findings import OPENED_KINDS
+from ..findings import OPENED_KINDS, Finding
 
 _LOADS = ("load", "load_once", "atomic_read", "load_acquire")
 _OPENED = OPENED_KINDS
 
 
-def steps_as_dicts(session: object, steps: list, findings: list[dict]) -> list[dict]:
+def steps_as_dicts(session: object, steps: list, findings: list[Finding]) -> list[dict]:
     world = session.world
     m = world.machine
     procs = session.runner.procs
@@ -28,15 +28,15 @@ def steps_as_dicts(session: object, steps: list, findings: list[dict]) -> list[d
     return out
 
 
-def _mark_violating_reads(world: object, out: list[dict], steps: list, procs: list, findings: list[dict]) -> None:
+def _mark_violating_reads(world: object, out: list[dict], steps: list, procs: list, findings: list[Finding]) -> None:
     """The step each finding was recorded in; and for a keyhole that opened,
     the last load of that page->mapping by the CPU that opened it."""
     m, o = world.machine, world.offsets
     by_index = {d["step"]: d for d in out}
     for f in findings:
         if f.get("step") in by_index:
-            by_index[f["step"]].setdefault("findings", []).append(f["kind"])
-        if f.get("kind") not in _OPENED or "pfn" not in f:
+            by_index[f["step"]].setdefault("findings", []).append(f.kind)
+        if f.kind not in _OPENED or "pfn" not in f:
             continue
         lo = m.page_offset(f["pfn"]) + o["mapping_rel"]
         for d, s in zip(reversed(out), reversed(steps)):

@@ -10,10 +10,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..check import CHECKS
-from ..mm.protocol import PROTOCOLS
+from ..mm.protocol import protocol_named
+from .strategies import MAX_DEPTH, STRATEGIES
 
-STRATEGIES = ("dpor", "dfs", "pct", "random")
-MAX_DEPTH = 10
 MAX_TIME_LIMIT_S = 1e7
 MAX_PAGES = 1 << 16
 # A name goes into a replay string (ksmx1:SCENARIO:...:ROLE=CPU,...): none of
@@ -67,8 +66,7 @@ def check_explore(scenario: Any, protocol: str, strategy: str, schedules: Any, s
                   preemption_bound: Any, time_limit: Any) -> None:
     """explore()'s arguments, as the CLI's flags are checked."""
     check_scenario(scenario)
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    protocol_named(protocol)  # ValueError for an unknown one
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if schedules is not None:

@@ -23,7 +23,7 @@ from .context import MM
 from .mem import KernelAtomics
 from .page_alloc import alloc_page, freelist_init
 from .pgtable import set_pmd, vaddr
-from .protocol import PROTOCOLS, Protocol
+from .protocol import KEYHOLE, Protocol, protocol_named
 from .ptlock import mm_locks_init, pte_lock_init
 from .regions import PTRS_PER_GROUP, Geometry, Objects
 
@@ -52,7 +52,8 @@ def offsets(m: Machine, geo: Geometry) -> dict[str, int | object]:
         "mm_lock_model": lock_model(cfg, Layout(k.spinlock, cfg.byte_order, "spinlock_t")),
     }
     o["pte_lock_model"] = o["ptl_model"] if split else o["mm_lock_model"]
-    for name in ("shadow", "ptes", "pgtables", "freelist", "counters", "percpu", "violations", "latency"):
+    for name in ("shadow", "ptes", "pgtables", "freelist", "counters", "percpu", "violations", "latency",
+                 "page_data"):
         o[name] = r[name].offset
     ctl = r["control"].offset
     for name, key in (("stop", "ctl_stop"), ("nr_free", "ctl_nr_free"), ("nr_violations", "ctl_nviol"),
@@ -75,14 +76,19 @@ class World:
     trace: object = field(default=None, repr=False)  # emu.mm.trace.TraceRings while traced
 
     @classmethod
-    def over(cls, m: Machine) -> World:
-        """The world of a machine booted by `boot` (its meta says how)."""
+    def over(cls, m: Machine, protocol: Protocol | None = None) -> World:
+        """The world of a machine booted by `boot` (its meta says how), whose
+        contexts run `protocol`: by default the one the meta records it was
+        booted with (a file attached afterwards, by kmem or another process)."""
         meta = m.meta
         try:
             geo = Geometry(**meta["geometry"])
-            protocol = PROTOCOLS[meta["protocol"]]
+            if protocol is None:
+                protocol = protocol_named(meta["protocol"])
         except (KeyError, TypeError) as e:
             raise MachineError(f"{m.path}: not a ksm-emu world (meta lacks {e})") from None
+        except ValueError as e:  # a protocol this program does not know
+            raise MachineError(f"{m.path}: {e}") from None
         return cls(m, geo, protocol, Objects.at(m.region("kmalloc").base, geo.nmms), offsets(m, geo),
                    KernelAtomics(m.mm, m.cfg.byte_order), Atomics(m.mm, "little"))
 
@@ -96,7 +102,7 @@ class World:
         self.machine.close()
 
 
-def boot(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str = "keyhole",
+def boot(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: Protocol = KEYHOLE,
          nmms: int = 2, geo: Geometry | None = None, meta: dict | None = None,
          extra: Iterable[RegionSpec] = (), bases: dict[str, int] | None = None,
          overwrite: bool = False, fd: int | None = None) -> World:
@@ -109,8 +115,8 @@ def boot(path: str | os.PathLike, cfg: Config, nr_pages: int, *, protocol: str =
     (emu.statefile)."""
     geo = geo or Geometry.for_pages(nr_pages, cfg.nr_cpus, nmms)
     m = create(path, cfg, nr_pages, regions=[*geo.regions(cfg, bases), *extra], overwrite=overwrite, fd=fd,
-               meta={"geometry": geo.as_dict(), "protocol": protocol, **(meta or {})})
-    world = World.over(m)
+               meta={"geometry": geo.as_dict(), "protocol": protocol.name, **(meta or {})})
+    world = World.over(m, protocol)
     mm = world.context(cpu=0)
     freelist_init(mm)
     mm_locks_init(mm)

@@ -4,8 +4,9 @@ An `MM` carries the CPU's id and task pointer, its three accessors, its
 clock and its truth keeper:
   a   kernel bytes in the emulated byte order (emu.mm.mem): every access a
       kernel access, a scheduling point under a controlled schedule
-  g   ghost: the emulator's own shared state that kernel decisions or checks
-      depend on (the shadow, the free list): part of the step it follows
+  g   ghost: the emulator's own shared state that kernel decisions depend on
+      (a page's data, the free list) or the checks keep (the shadow): part of
+      the step it follows
   h   bookkeeping nobody decides on (counters, records, the stop flag)
 Offsets come precomputed from the `World`, so hot paths do arithmetic, not
 layout queries.

@@ -13,6 +13,8 @@ would meet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..check.lockdep import KSM_MUTEX, KSM_MUTEX_OFF
@@ -97,12 +99,22 @@ def get_ksm_page(mm: MM, tree: StableTree, idx: int) -> int:
     A page whose refs are frozen (page_freeze_refs, on its way to the free
     list) makes this return -1 one moment; unfrozen, it may come back. The
     page is going anyway, so that is harmless, but it is an anomaly to keep in mind.
+
+    The CPU's protocol selects the variant (emu.mm.protocol.GET_KSM_PAGE).
     """
+    return _GET_KSM_PAGE[mm.protocol.get_ksm_page](mm, tree, idx)
+
+
+def _by_reference(mm: MM, tree: StableTree, idx: int) -> int:
+    """Before 2.6.33: the node's own reference keeps the page, so no keyhole."""
     kpfn = stable_node_kpfn(mm, idx)
-    if mm.protocol.holds_ref:  # before 2.6.33 the node's own reference keeps the page: no keyhole
-        get_page(mm, kpfn)
-        mm.count("get_ksm_page_ok")
-        return kpfn
+    get_page(mm, kpfn)
+    mm.count("get_ksm_page_ok")
+    return kpfn
+
+
+def _keyhole(mm: MM, tree: StableTree, idx: int, recheck: bool = True) -> int:
+    kpfn = stable_node_kpfn(mm, idx)
     node = node_addr(mm, idx)
     expected = node + PAGE_MAPPING_ANON + PAGE_MAPPING_KSM
     mm.rcu_read_lock()
@@ -112,13 +124,21 @@ def get_ksm_page(mm: MM, tree: StableTree, idx: int) -> int:
         mm.clock.delay_ns(mm.window_ns)
     if not get_page_unless_zero(mm, kpfn):
         return _stale(mm, tree, idx)
-    if mm.protocol.recheck and page_mapping_once(mm, kpfn) != expected:
+    if recheck and page_mapping_once(mm, kpfn) != expected:
         put_page(mm, kpfn)
         return _stale(mm, tree, idx)
     mm.rcu_read_unlock()
     mm.count("get_ksm_page_ok")
     mm.truth.keyhole_opened(kpfn, node)
     return kpfn
+
+
+def _keyhole_no_recheck(mm: MM, tree: StableTree, idx: int) -> int:
+    return _keyhole(mm, tree, idx, recheck=False)
+
+
+_GET_KSM_PAGE: dict[str, Callable[[MM, StableTree, int], int]] = {
+    "keyhole": _keyhole, "keyhole-no-recheck": _keyhole_no_recheck, "refcount": _by_reference}
 
 
 def _stale(mm: MM, tree: StableTree, idx: int) -> int:

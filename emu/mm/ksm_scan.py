@@ -13,7 +13,7 @@ import numpy as np
 
 from .._ksm_sweep import sweep_get_ksm_page
 from ..check.shadow import FIELDS, KSM, W_ANON
-from ..check.violations import V_FALSE_OPEN
+from ..check.violations import V_COUNT_NEGATIVE, V_FALSE_OPEN
 from ..records import SHADOW_DTYPE
 from .context import MM, PAGE_MAPPING_ANON
 from .ksm import (
@@ -39,7 +39,7 @@ from .page import (
 from .page_alloc import free_hot_cold_page
 from .pgtable import group_of, pte, pte_peek, set_pte
 from .ptlock import pte_lock, pte_unlock
-from .refcount import get_page, put_page
+from .refcount import M32, get_page, put_page
 from .regions import log2_ceil
 from .rmap import page_remove_rmap
 
@@ -160,9 +160,10 @@ def meet_nodes(mm: MM, tree: StableTree, cursor: int) -> int:
 
 
 def ksm_sweep(mm: MM, tree: StableTree) -> tuple[int, ...]:
-    """get_ksm_page over every live node in one nogil loop (emu._ksm_sweep, the
-    same keyhole in C, for speed at the end of each pass); stale nodes removed.
-    (ok, stale, freed, false_open, corrupt)."""
+    """get_ksm_page over every live node in one nogil loop (emu._ksm_sweep: the
+    protocol's variant of it in C, for speed at the end of each pass); stale
+    nodes removed. (ok, stale, freed, bad, corrupt): bad are the false opens
+    and, by reference, the get_pages on a free page, each recorded."""
     status = np.zeros(len(tree.live), np.uint8)
     counts = sweep_get_ksm_page(
         mm.m.mm, mm.cfg.byte_order, nodes_off=mm.sn_off, node_size=mm.sn_size,
@@ -171,7 +172,7 @@ def ksm_sweep(mm: MM, tree: StableTree) -> tuple[int, ...]:
         mapping_rel=mm.mapping_rel, count_rel=mm.count_rel, word=mm.word, status=status,
         shadow_off=mm.shadow, shadow_size=SHADOW_DTYPE.itemsize,
         shadow_state_rel=FIELDS["state"][0], shadow_node_rel=FIELDS["node"][0],
-        ksm_state=KSM, recheck=mm.protocol.recheck)
+        ksm_state=KSM, get_ksm_page=mm.protocol.get_ksm_page)
     ok, stale, freed, bad, corrupt = counts
     mm.count("get_ksm_page_ok", ok)
     mm.count("get_ksm_page_stale", stale)
@@ -179,6 +180,10 @@ def ksm_sweep(mm: MM, tree: StableTree) -> tuple[int, ...]:
         kpfn = stable_node_kpfn(mm, idx)
         mm.truth.violation(V_FALSE_OPEN, kpfn, node_addr(mm, idx), node_addr(mm, idx) + 3,
                            detail=mm.truth.get(kpfn, "state"))
+    for idx in np.flatnonzero(status == 6).tolist():  # as get_page's BUG: by policy
+        kpfn = stable_node_kpfn(mm, idx)
+        count = mm.truth.peek(mm.page_off(kpfn) + mm.count_rel, 4, True)
+        mm.truth.bug(V_COUNT_NEGATIVE, kpfn, f"get_page on pfn {kpfn} with _count {count}", count & M32)
     for idx in np.flatnonzero(status == 3).tolist():
         free_hot_cold_page(mm, stable_node_kpfn(mm, idx))  # our put was the last one
     for idx in np.flatnonzero(status == 2).tolist():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..check.shadow import ANON, PAGETABLE
 from .context import MM
-from .page import set_page_index
+from .page import set_page_content, set_page_index
 from .page_alloc import alloc_page
 from .pgtable import group_of, pte, set_pte, vaddr
 from .ptlock import pte_lock, pte_lock_deinit, pte_lock_init, pte_unlock
@@ -20,7 +20,7 @@ def do_anonymous_page(mm: MM, slot: int, anon_vma: int, content: int) -> bool:
     pfn = alloc_page(mm, ANON)
     if pfn is None:
         return False
-    mm.truth.content_written(pfn, content)  # the page's data (what ksmd compares)
+    set_page_content(mm, pfn, content)
     page_add_new_anon_rmap(mm, pfn, anon_vma)
     set_page_index(mm, pfn, vaddr(mm, slot) >> 12)
     off = pte_lock(mm, group_of(slot))

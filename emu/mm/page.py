@@ -1,5 +1,5 @@
 """struct page's fields, as include/linux/mm.h, page-flags.h, pagemap.h and
-ksm.h read and write them.
+ksm.h read and write them, and the data of the page frame it describes.
 
 Every store the ground truth must follow goes through one primitive here
 (set_page_mapping, set_page_stable_node, ...), which tells the truth keeper
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..check.lockdep import PAGE_LOCK
 from ..check.shadow import W_SLAB
+from ..records import PAGE_DATA_DTYPE
 from . import testbreak
 from .context import MM, PAGE_MAPPING_ANON, PAGE_MAPPING_KSM, PG_LOCKED
 from .trace import traced
@@ -121,7 +122,14 @@ def unlock_page(mm: MM, pfn: int) -> None:
 
 
 # -- the page's data -----------------------------------------------------------------------
+# One content id per page frame stands for its 4 KiB (region page_data). Ghost
+# accesses, no scheduling point of their own: a fault fills the page before its
+# pte is set, and ksmd reads it only once it holds a reference through that pte.
 def page_content(mm: MM, pfn: int) -> int:
-    """What the page holds (memcmp_pages, calc_checksum): the emulator keeps a
-    page's data as one content id, in the shadow beside its struct page."""
-    return mm.truth.get(pfn, "content")
+    """What the page holds, as memcmp_pages and calc_checksum read it."""
+    return mm.g.load(mm.page_data + PAGE_DATA_DTYPE.itemsize * pfn, PAGE_DATA_DTYPE.itemsize)
+
+
+def set_page_content(mm: MM, pfn: int, content: int) -> None:
+    """The page filled with `content` (a fault's zeroed or copied page)."""
+    mm.g.store(mm.page_data + PAGE_DATA_DTYPE.itemsize * pfn, PAGE_DATA_DTYPE.itemsize, content)

@@ -9,9 +9,12 @@ Kernel bytes (the config's layout and byte order, emulated direct-map addresses)
                  driver objects (`Objects`)
   ptes           one word per slot: pfn + 1 of the page it maps, 0 for none
   pgtables       one word per page-table group: pfn + 1 of its page-table page
+The page frames' data (host order): what kernel code reads of a page's
+contents (ksmd's memcmp_pages) and a fault fills it with:
+  page_data      one content id per pfn (emu.mm.page.page_content)
 Emulator regions (host order, never read by kernel code):
   freelist       the page allocator's free list (emu.mm.page_alloc)
-  shadow         ground truth per pfn (emu.check.shadow)
+  shadow         ground truth per pfn, for the checks only (emu.check.shadow)
   counters, percpu, control, violations
   lockdep        lock-class order and lock-discipline findings (emu.check.lockdep)
   latency        reclaim's time to free: a log-bucketed histogram per kind (exact in
@@ -32,6 +35,7 @@ from ..records import (
     COUNTERS_DTYPE,
     LAT_SUB_BITS,
     LATENCY_DTYPE,
+    PAGE_DATA_DTYPE,
     PERCPU_DTYPE,
     SHADOW_DTYPE,
     VIOLATION_DTYPE,
@@ -108,6 +112,7 @@ class Geometry:
             RegionSpec("violations", g.violation_capacity * VIOLATION_DTYPE.itemsize),
             RegionSpec("latency", 2 * LATENCY_DTYPE.itemsize),
             RegionSpec("lockdep", lockdep_region_size()),
+            RegionSpec("page_data", g.nr_pages * PAGE_DATA_DTYPE.itemsize),  # last: the others' places unchanged
         ]
         bases = bases or {}
         return [RegionSpec(r.name, r.size, bases.get(r.name)) for r in specs]

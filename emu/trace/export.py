@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..decode import decode_violation, mapping_members
+from ..decode import decode_violation, members_on_mapping
 from ..mm.ring import Ring, RingLayout, read_rings
 from .chrome import chrome_trace
 from .decode import TraceContext
@@ -22,8 +22,7 @@ def decoded_violations(m: object, records: np.ndarray) -> dict[int, dict]:
     out = {}
     for i, rec in enumerate(records):
         v = decode_violation(m, rec)
-        v["members_on_mapping"] = v["union_members"] or mapping_members(m, int(v["mapping"], 16))
-        out[i] = v
+        out[i] = v.adding(members_on_mapping=members_on_mapping(m, v)).as_dict()
     return out
 
 

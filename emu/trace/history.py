@@ -4,10 +4,11 @@ made a KSM page, unmapped, freed, its ptl taken, a violation seen on it."""
 
 from __future__ import annotations
 
-from ..decode import decode_violation, mapping_members
+from ..findings import history_line
 from ..machine import Machine, MachineError
 from ..mm.ring import CLOCK_STEPS, CODE, LOCK_HELD, NAMES, PH_INSTANT, VIOLATION, RingLayout, read_rings
 from .decode import TraceContext, slice_args, slice_name, slice_pfn
+from .export import decoded_violations
 from .slices import pair
 
 # where the page's change happens at the slice's end (the pfn is its result, or
@@ -84,7 +85,7 @@ def history(m: Machine, pfn: int) -> dict:
             if mk.ph == PH_INSTANT and mk.code == VIOLATION and mk.b == pfn:
                 v = records.get(mk.a, {"kind": "violation", "record": mk.a})
                 rows.append({"time": when(mk.ts), "cpu": ring.cpu, "role": ring.name, "event": "violation",
-                             "args": v, "what": _violation_what(v), "_key": (mk.ts, i, mk.seq)})
+                             "args": v, "what": history_line(v), "_key": (mk.ts, i, mk.seq)})
     rows.sort(key=lambda r: r["_key"])
     for r in rows:
         del r["_key"]
@@ -100,21 +101,7 @@ def _violations(m: Machine) -> dict[int, dict]:
         return {}
     recs = m.region_array("violations", VIOLATION_DTYPE)
     n = m.atomics.load(m.regions["control"].offset + CONTROL_DTYPE.fields["nr_violations"][1], 8)
-    out = {}
-    for i, rec in enumerate(recs[:n]):
-        v = decode_violation(m, rec)
-        v["members_on_mapping"] = v["union_members"] or mapping_members(m, int(v["mapping"], 16))
-        out[i] = v
-    return out
-
-
-def _violation_what(v: dict) -> str:
-    if "mapping" not in v:
-        return str(v.get("kind"))
-    members = f" ({', '.join(v['members_on_mapping'])})" if v.get("members_on_mapping") else ""
-    really = f", page really is {v['page_really_is']}" if v.get("page_really_is") else ""
-    node = f" of stable_node {v['stable_node']}" if v.get("stable_node") else ""
-    return (f"VIOLATION {v['kind']}{node}: mapping {v['mapping']} [{v['mapping_bytes']}]{members}{really}")
+    return decoded_violations(m, recs[:n])
 
 
 def render(h: dict) -> str:

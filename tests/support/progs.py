@@ -41,6 +41,7 @@ from emu.explore.dpor import independent
 from emu.explore.strategies import Dfs
 from emu.kconfig import resolve
 from emu.machine import RegionSpec
+from emu.mm.protocol import KEYHOLE
 from emu.mm.spinlock import spin_lock, spin_lock_init, spin_trylock, spin_unlock
 
 VARS = (RegionSpec("vars", 4096),)
@@ -427,7 +428,7 @@ class TooBig(Exception):
 def brute_force(prog: Prog, cap: int | None = None) -> Explored:
     """Every interleaving, by Dfs(None) over a Session, each canonicalised to its trace."""
     sc, cfg = scenario(prog), config(prog)
-    session = Session(sc, cfg, "keyhole", _cpus(sc, cfg, prog.cpu_map()), model=prog.model)
+    session = Session(sc, cfg, KEYHOLE, _cpus(sc, cfg, prog.cpu_map()), model=prog.model)
     st = Dfs(None)
     events: list = []
     st.on_step = lambda i, p, fp: events.append((p, tuple(fp)))
