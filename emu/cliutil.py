@@ -77,8 +77,10 @@ def config_from_args(args: argparse.Namespace, kernel: str | None = None) -> Con
 
 def overrides(args: argparse.Namespace) -> dict:
     """The address-map and CPU flags the user gave, as resolve() keywords."""
+    from .kconfig import OVERRIDES
+
     out = {}
-    for key in ("nr_cpus", "split_ptlock_cpus", "page_offset", "mem_map"):
+    for key in OVERRIDES:
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out

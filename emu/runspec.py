@@ -29,7 +29,7 @@ class LimitError(ValueError):
 def check_pages(pages: int, cfg: Config | None = None) -> None:
     """A run's struct pages: in range, and (given the config) within a 32-bit lowmem."""
     if not MIN_PAGES <= pages <= MAX_PAGES:
-        raise LimitError("pages", pages, f"want {MIN_PAGES}..{MAX_PAGES}")
+        raise LimitError("pages", pages, f"want {MIN_PAGES}..{MAX_PAGES}" + (" (too few)" if pages < MIN_PAGES else ""))
     if cfg is not None and cfg.word_bytes == 4 and pages > LOWMEM_PAGES:
         raise LimitError("pages", pages, f"a 32-bit lowmem direct map holds at most {LOWMEM_PAGES} pages here")
 

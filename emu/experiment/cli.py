@@ -85,14 +85,12 @@ def _plot_path(text: str, overwrite: bool) -> Path:
 
 
 def plan_from_args(args: argparse.Namespace):
-    from ..runspec import MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MIN_PAGES
+    from ..run.cli import limits
+    from ..runspec import MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, check_allocators, check_pages
     from .reclaim import Plan
 
     cfg = config_from_args(args)
-    if not MIN_PAGES <= args.pages <= MAX_PAGES:
-        raise UserError(f"--pages {args.pages}: want {MIN_PAGES}..{MAX_PAGES}")
-    if cfg.word_bytes == 4 and args.pages > (1 << 20):
-        raise UserError(f"--pages {args.pages}: a 32-bit lowmem direct map holds at most {1 << 20} pages here")
+    limits(lambda: check_pages(args.pages, cfg), lambda: check_allocators(args.allocators))
     if not all(1 <= r <= MAX_PAGES_TO_SCAN for r in args.rates) or len(set(args.rates)) != len(args.rates):
         raise UserError(f"--rates {','.join(map(str, args.rates))}: want distinct pages_to_scan in "
                         f"1..{MAX_PAGES_TO_SCAN}")
@@ -100,8 +98,6 @@ def plan_from_args(args: argparse.Namespace):
         raise UserError(f"--ksmd-sleep-ms {args.ksmd_sleep_ms:g}: want a number > 0 and <= {MAX_SLEEP_MS:g}")
     if not math.isfinite(args.duration) or not 0 < args.duration <= MAX_RUN_S:
         raise UserError(f"--duration {args.duration:g}: want seconds > 0 and <= {MAX_RUN_S:g}")
-    if not 1 <= args.allocators <= 32:
-        raise UserError(f"--allocators {args.allocators}: want 1..32")
     if cfg.nr_cpus < 2 + args.allocators:
         raise UserError(f"NR_CPUS={cfg.nr_cpus} is too few CPUs for {2 + args.allocators} roles")
     protocols = tuple(dict.fromkeys(args.protocol)) if args.protocol else PROTOCOLS

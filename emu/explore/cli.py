@@ -25,7 +25,7 @@ from ..mm.protocol import PROTOCOLS
 from .dpor import Nondeterminism
 from .schedule import MAGIC, MAGIC_MODEL, ScheduleError
 from .stop import Stop, catching
-from .strategies import ENDLESS_DEFAULT, STRATEGIES
+from .strategies import ENDLESS_DEFAULT, MAX_DEPTH, SAMPLING, STRATEGIES
 from .tso import BARRIERS, MODELS
 
 
@@ -115,13 +115,13 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UserError("--preemption-bound goes with --strategy dfs")
     if args.depth is not None and s != "pct":
         raise UserError("--depth goes with --strategy pct")
-    if args.seed is not None and s not in ("pct", "random"):
+    if args.seed is not None and s not in SAMPLING:
         raise UserError(f"--seed goes with --strategy pct or random; {s} is deterministic")
     for flag, value in (("--preemption-bound", args.preemption_bound), ("--schedules", args.schedules)):
         if value is not None and value < (0 if flag == "--preemption-bound" else 1):
             raise UserError(f"{flag} {value}: want a {'non-negative' if flag[2] == 'p' else 'positive'} number")
-    if args.depth is not None and not 1 <= args.depth <= 10:
-        raise UserError(f"--depth {args.depth}: want 1..10")
+    if args.depth is not None and not 1 <= args.depth <= MAX_DEPTH:
+        raise UserError(f"--depth {args.depth}: want 1..{MAX_DEPTH}")
     if args.time_limit is not None and not 0 < args.time_limit < 1e7:
         raise UserError(f"--time-limit {args.time_limit}: want a positive number of seconds")
     if args.max_mem is not None and (not args.all or args.max_mem < 1):
@@ -135,7 +135,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     if args.all and (args.state or args.minimize or args.keep_going or args.trace):
         raise UserError("--all runs --scenario pagetable-reuse over the hazard matrix; "
                         "it takes none of --state, --minimize, --keep-going, --trace")
-    if s in ("pct", "random") and args.schedules is None and args.time_limit is None:
+    if s in SAMPLING and args.schedules is None and args.time_limit is None:
         args.schedules = ENDLESS_DEFAULT
     _check_overwrite(args)
 

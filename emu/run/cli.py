@@ -7,6 +7,7 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Callable
 
 from ..check import RUN_CHECKS
 from ..cliutil import (
@@ -21,7 +22,16 @@ from ..cliutil import (
 )
 from ..machine import MachineError
 from ..mm.protocol import PROTOCOLS
-from ..runspec import MAX_HOLD_US, MAX_PAGES, MAX_PAGES_TO_SCAN, MAX_SLEEP_MS, MAX_WINDOW_US, MIN_PAGES
+from ..runspec import (
+    MAX_HOLD_US,
+    MAX_PAGES_TO_SCAN,
+    MAX_SLEEP_MS,
+    MAX_WINDOW_US,
+    MIN_PAGES,
+    LimitError,
+    check_allocators,
+    check_pages,
+)
 from ..statefile import STATE_DIR_ENV
 
 
@@ -73,6 +83,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_run)
 
 
+def limits(*checks: Callable[[], None]) -> None:
+    """emu.runspec's limits, as the flag's one-line error (its field, dashed)."""
+    for check in checks:
+        try:
+            check()
+        except LimitError as e:
+            raise UserError(f"--{e.name.replace('_', '-')} {e.value}: {e.want}") from None
+
+
 def _check_float(flag: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
     if not math.isfinite(value) or value < lo or (lo_open and value == lo) or value > hi:
         raise UserError(f"{flag} {value:g}: want a number {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
@@ -82,14 +101,8 @@ def make_spec(args: argparse.Namespace):
     from ..runspec import RunSpec, assign_cpus
 
     cfg = config_from_args(args)
-    if not MIN_PAGES <= args.pages <= MAX_PAGES:
-        raise UserError(f"--pages {args.pages}: want {MIN_PAGES}..{MAX_PAGES}"
-                        + (" (too few)" if args.pages < MIN_PAGES else ""))
-    if cfg.word_bytes == 4 and args.pages > (1 << 20):
-        raise UserError(f"--pages {args.pages}: a 32-bit lowmem direct map holds at most {1 << 20} pages here")
+    limits(lambda: check_pages(args.pages, cfg), lambda: check_allocators(args.allocators))
     _check_float("--duration", args.duration, 0, 24 * 3600, lo_open=True)
-    if not 1 <= args.allocators <= 32:
-        raise UserError(f"--allocators {args.allocators}: want 1..32")
     if not 1 <= args.ksmd_pages <= MAX_PAGES_TO_SCAN:
         raise UserError(f"--ksmd-pages {args.ksmd_pages}: want 1..{MAX_PAGES_TO_SCAN}")
     _check_float("--ksmd-sleep-ms", args.ksmd_sleep_ms, 0, MAX_SLEEP_MS)
