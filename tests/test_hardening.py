@@ -411,3 +411,60 @@ def test_every_kind_explore_reports_is_a_well_formed_record():
     assert not well_formed(_record({"kind": "explore"}, kinds=["red\x1b[31m"]))
     assert not well_formed(_record({"kind": "explore"}, kinds=["two\nlines"]))
 
+
+# -- item 26: every JSON output gives addresses as "0x..." strings, never integers jq rounds ------
+def _big_ints(obj, path="$"):
+    """Where `obj` holds an integer jq would round (above 2**53)."""
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _big_ints(v, f"{path}.{k}")]
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj) for p in _big_ints(v, f"{path}[{i}]")]
+    return [path] if type(obj) is int and abs(obj) > 1 << 53 else []
+
+
+def _configs(obj):
+    if isinstance(obj, dict):
+        if "PAGE_OFFSET" in obj:
+            yield obj
+        for v in obj.values():
+            yield from _configs(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _configs(v)
+
+
+LAYOUT = [sys.executable, "-m", "emu.layout_cli"]
+_CX = "ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x13.1x30.2x23.0x2"
+
+
+@pytest.mark.parametrize("argv", [
+    [*EMU, "explore", "--json", "--protocol", "keyhole-no-recheck"],
+    [*EMU, "explore", "--json", "--all", "--arch", "x86_64", "--kernel", "2.6.33"],
+    [*EMU, "explore", "--json", "--barriers", "--scenario", "stale-node", "--time-limit", "0.2"],
+    [*EMU, "replay", "--json", _CX],
+    [*EMU, "run", "--json", "--duration", "0.3", "--pages", "1024"],
+    [*LAYOUT, "show", "page", "--json"], [*LAYOUT, "show", "page", "--at", "24", "--json"],
+    [*LAYOUT, "overlap", "page", "mapping", "--json"], [*LAYOUT, "hazard", "--json"],
+    [*LAYOUT, "hazard", "--all", "--arch", "ppc64", "--json"],
+], ids=lambda a: " ".join(a[3:6]))
+def test_json_addresses_are_hex_strings(tmp_path, argv):
+    """Before: explore --json, --barriers, ksm-layout --json and the trace's
+    metadata gave PAGE_OFFSET and MEM_MAP as decimal integers above 2**53."""
+    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=ENV, stdin=subprocess.DEVNULL,
+                       timeout=300)
+    assert p.returncode in (0, 1) and "Traceback" not in p.stderr, p.stderr[-2000:]
+    d = json.loads(p.stdout)
+    assert _big_ints(d) == []
+    configs = list(_configs(d))
+    assert configs or argv[3] == "replay" or "--all" in argv and argv[3] == "explore"  # no config of their own
+    for c in configs:
+        assert c["PAGE_OFFSET"].startswith("0x") and c["MEM_MAP"].startswith("0x"), c
+
+
+def test_a_runs_trace_metadata_gives_addresses_as_hex_strings(tmp_path):
+    p = emu("run", "--duration", "0.3", "--pages", "1024", "--trace", "t.json", "--no-progress", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    trace = json.loads((tmp_path / "t.json").read_text())
+    assert _big_ints(trace) == []
+    configs = list(_configs(trace))
+    assert configs and all(c["PAGE_OFFSET"] == "0xffff880000000000" for c in configs)
