@@ -145,7 +145,9 @@ def check_output_path(path: Path, flag: str, overwrite: bool | None = None) -> N
     except OSError as e:
         raise UserError(f"{flag} {path}: {e.strerror}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{flag} {path}: exists and is not a regular file")
+        from .machfile import file_kind
+
+        raise UserError(f"{flag} {path} is a {file_kind(st.st_mode)}, not a regular file")
     if st is not None and live_state(path):
         raise UserError(f"{flag} {path} is the state file of a live run; not replacing it")
     if st is not None and overwrite is False:

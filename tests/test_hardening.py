@@ -81,6 +81,12 @@ def test_live_state_is_refused_as_an_output(tmp_path):
                 check_output_path(live, flag, True)
         with pytest.raises(UserError, match="live run"):
             write_beside(live, "--trace", True, lambda f: f.write(b"{}"))
+        from emu.trace.output import TraceFileError, check_trace_path, write_trace
+
+        with pytest.raises(TraceFileError, match="live run"):
+            check_trace_path(str(live), True)
+        with pytest.raises(TraceFileError, match="live run"):
+            write_trace(live, {"traceEvents": []}, True)
     finally:
         os.close(fd)
     assert live.read_bytes() == b"KSMEMU\x00\x01"
