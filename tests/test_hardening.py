@@ -93,6 +93,33 @@ def test_live_state_is_refused_as_an_output(tmp_path):
     assert not live_state(live)
 
 
+# -- items 7, 14, 20: a bad replay string is refused for what is wrong with it, before a world boots
+_NR = "ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x13.1x30.2x23.0x2"
+
+
+@pytest.mark.parametrize("text, says", [
+    (_NR.replace("ksmd=0", "ksmd=20000000"), "CPU ids are 0..63"),  # item 7: it booted a 2.5 GB world first
+    (_NR.replace("ksmd=0", "ksmd=64"), "CPU ids are 0..63"),  # item 20: it blamed the schedule
+    (_NR.replace("ksmd=0", "ksmd=0,ksmd=1"), "ksmd is given a CPU twice"),  # item 20: it blamed the schedule
+    (_NR.replace("ksmd=0", "ksmd=\u00b2"), "want ROLE=CPU"),  # item 14: a traceback
+    (_NR.replace(":0x13.", ":0x" + "9" * 4400 + "."), "bad step run"),  # item 14: a traceback
+    (_NR + ".1", "the schedule has 1 more"),  # item 20: a step after the end was ignored
+], ids=["cpu-20000000", "cpu-64", "cpu-twice", "unicode-digit", "4400-digits", "step-past-the-end"])
+def test_replay_string_errors_name_the_fault(text, says):
+    import resource
+    import time
+
+    from emu.explore.api import replay
+    from emu.explore.dpor import Nondeterminism
+    from emu.explore.schedule import ScheduleError
+
+    t0, rss0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises((ScheduleError, Nondeterminism), match=says):
+        replay(text)
+    assert time.perf_counter() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024  # KB
+
+
 # -- item 6: replay reads a file whose name begins "ksmx" ---------------------------------------
 def test_replay_reads_a_file_named_ksmx(tmp_path):
     from emu.explore.api import explore
