@@ -120,6 +120,14 @@ def test_replay_string_errors_name_the_fault(text, says):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024  # KB
 
 
+# -- item 15: explore --all over a direct map that cannot fit: every row n/a, no DirectMapError ----
+def test_explore_all_with_a_direct_map_that_cannot_fit(tmp_path):
+    p = emu("explore", "--all", "--arch", "x86_64", "--page-offset", "0xffffffffffffff00", "--json", cwd=tmp_path)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    rows = json.loads(p.stdout)["rows"]
+    assert rows and all(r["agree"] == "n/a" and "runs past the 64-bit address space" in r["dynamic"] for r in rows)
+
+
 # -- item 6: replay reads a file whose name begins "ksmx" ---------------------------------------
 def test_replay_reads_a_file_named_ksmx(tmp_path):
     from emu.explore.api import explore
