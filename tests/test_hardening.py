@@ -68,6 +68,54 @@ def test_plot_directory_removed_midrun_is_a_user_error(tmp_path):
         write_beside(out, "--plot", False, lambda f: f.write(b"PNG"))
 
 
+# -- items 11 and 18 end to end: experiment reclaim --plot, its target changed while it runs -------
+def _experiment_until_running(tmp_path, *extra):
+    """Start a short experiment with --plot d/cdf.png; return once its run is
+    up (its state file exists in the scratch root): --plot was checked before."""
+    import glob
+    import time
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (tmp_path / "d").mkdir()
+    p = subprocess.Popen([*EMU, "experiment", "reclaim", "--duration", "2", "--rates", "50", "--protocol", "keyhole",
+                          "--plot", "d/cdf.png", "--no-progress", *extra], cwd=tmp_path, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         env={**ENV, "KSM_EMU_SCRATCH_DIR": str(scratch)})
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(scratch / "ksm-experiment-*" / "*.state")):
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        time.sleep(0.01)
+    return p
+
+
+def test_experiment_plot_directory_removed_midrun(tmp_path):
+    p = _experiment_until_running(tmp_path)
+    (tmp_path / "d").rmdir()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and err.count("\n") == 1 and "--plot d/cdf.png" in err and "Traceback" not in err, err
+    assert "keyhole" in out  # the table: the measurement is printed before the plot fails
+    assert sorted(os.listdir(tmp_path)) == ["scratch"] and os.listdir(tmp_path / "scratch") == []
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_experiment_plot_symlink_planted_midrun(tmp_path, overwrite):
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    p = _experiment_until_running(tmp_path, *(["--overwrite"] if overwrite else []))
+    os.symlink(target, tmp_path / "d" / "cdf.png")
+    out, err = p.communicate(timeout=120)
+    assert target.read_text() == "keep me" and "Traceback" not in err, err
+    if overwrite:  # the name is replaced, not followed
+        assert p.returncode == 0, err
+        assert not (tmp_path / "d" / "cdf.png").is_symlink()
+        assert (tmp_path / "d" / "cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:  # a file appeared meanwhile: not replaced without --overwrite
+        assert p.returncode == 2 and "exists" in err, err
+        assert (tmp_path / "d" / "cdf.png").is_symlink()
+    assert os.listdir(tmp_path / "d") == ["cdf.png"]  # no temporary left
+
+
 # -- item 5: a live run's state file is refused by every output flag ----------------------------
 def test_live_state_is_refused_as_an_output(tmp_path):
     live = tmp_path / "live.state"
