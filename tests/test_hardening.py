@@ -370,6 +370,36 @@ def test_run_summary_trace_events_hint_and_test_break(tmp_path):
     assert "KSM_EMU_TEST_BREAK=dec-read-then-store: deliberately broken" in p.stdout.splitlines()[0]
 
 
+def test_run_says_on_a_terminal_that_it_writes_the_trace(tmp_path):
+    """Decoding and writing a trace takes seconds after the progress line ends:
+    on a terminal, a line says what is happening (it was 3 to 9 s of silence)."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([*EMU, "run", "--duration", "0.5", "--pages", "1024", "--trace", "t.json"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, text=True, timeout=120,
+                           env=ENV)
+        os.close(slave)
+        slave = None
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not chunk:
+                break
+            tty += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 0, tty[-2000:]
+    assert b"writing the trace to t.json ..." in tty, tty[-2000:]
+    assert (tmp_path / "t.json").is_file() and "trace: t.json" in p.stdout
+
+
 def test_an_unknown_test_break_is_an_error(tmp_path):
     p = subprocess.run([*EMU, "run", "--duration", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                        env={**ENV, "KSM_EMU_TEST_BREAK": "bogus"})
