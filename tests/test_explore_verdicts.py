@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -61,6 +62,26 @@ def _reader(mm, env):
 def _two(locked):
     return Scenario("cpu-model", [("writer", _writer(locked)), ("reader", _reader)], setup=_lock_setup,
                     extra=VARS, pages=8, observe=lambda env: env.data["seen"])
+
+
+class _Hung(BaseException):
+    """An exploration still running past its bound (a BaseException: no role catches it)."""
+
+
+@contextmanager
+def _within(seconds):
+    """Fail, not hang, if the block runs past `seconds` (what these tests guard
+    against is an exploration that never returns)."""
+    def hung(signum, frame):
+        raise _Hung(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 UP = resolve(disable=["SMP"])
@@ -115,7 +136,8 @@ def test_a_bounded_dfs_never_claims_complete():
 
 @pytest.mark.parametrize("strategy", ["pct", "random"])
 def test_sampling_strategies_end_and_are_never_complete(strategy):
-    r = explore(_two(False), UP_PREEMPT, strategy=strategy, checks=())  # no bound given: 1000 by default
+    with _within(300):  # without the default bound it never returned
+        r = explore(_two(False), UP_PREEMPT, strategy=strategy, checks=())  # no bound given: 1000 by default
     assert r.schedules_explored == 1000 and not r.complete and r.stopped == "schedule limit"
     r = explore(_two(False), UP_PREEMPT, strategy=strategy, schedules=5, checks=())
     assert r.schedules_explored == 5 and not r.complete
@@ -165,7 +187,8 @@ def _spins_over_accesses(mm, env):
 def test_time_limit_stops_a_role_that_never_ends(role):
     sc = Scenario("loops", [("looper", role), ("writer", _writer(False))], extra=VARS, pages=8)
     t0 = time.perf_counter()
-    r = explore(sc, time_limit=0.5, checks=())
+    with _within(60):  # a role looping without accesses never returned
+        r = explore(sc, time_limit=0.5, checks=())
     assert time.perf_counter() - t0 < 10  # the limit, the watchdog's grace, the cleanup
     assert r.stopped == "time limit" and not r.complete and r.holds
 
