@@ -26,6 +26,7 @@ from emu.mm.spinlock import spin_lock, spin_lock_init, spin_unlock
 
 VARS = (RegionSpec("vars", 4096),)
 EMU = [sys.executable, "-m", "emu.cli"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this tree's emu, from any cwd
 # scratch directories of these tests' explorations go here, not to the /dev/shm
 # every other test run on the machine shares: a count of them is then exact
 SCRATCH = tempfile.mkdtemp(prefix="ksm-test-scratch-")
@@ -248,19 +249,42 @@ def _interrupt(argv, sig, after):
     return p.returncode, out, err, _shm(p.pid)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_gives_exit_130_and_the_counterexamples_so_far(sig):
+# ksm-emu explore's own main, noting (./found) when an execution first has findings
+NOTING = [sys.executable, "-c", """
+import os, sys
+from emu.explore import api
+findings = api.Session.findings
+def noted(self, *a):
+    out = findings(self, *a)
+    if out and not os.path.exists("found"):
+        open("found", "w").close()
+    return out
+api.Session.findings = noted
+from emu.cli import main
+sys.exit(main(sys.argv[1:]))
+"""]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_gives_exit_130_and_the_counterexamples_so_far(tmp_path, sig):
     # DPOR finds its first counterexample in tens of schedules and needs minutes for the
-    # rest of this space: the signal is what ends it
-    rc, out, err, left = _interrupt(["explore", "--scenario", "stale-node", "--protocol", "keyhole-no-recheck",
-                               "--arch", "ppc64", "--kernel", "2.6.32", "-e", "PREEMPT", "-e", "DEBUG_SPINLOCK",
-                               "--keep-going", "--json"], sig, 3.0)
-    assert rc == 130 and "Traceback" not in err, err
+    # rest of this space: the signal, sent once a counterexample is found, is what ends it
+    p = subprocess.Popen([*NOTING, "explore", "--scenario", "stale-node", "--protocol", "keyhole-no-recheck",
+                          "--arch", "ppc64", "--kernel", "2.6.32", "-e", "PREEMPT", "-e", "DEBUG_SPINLOCK",
+                          "--keep-going", "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**ENV, "PYTHONPATH": os.pathsep.join([ROOT, ENV.get("PYTHONPATH", "")])})
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "found").exists():
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        time.sleep(0.01)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
     d = json.loads(out)
     assert d["interrupted"] and d["stopped"] == f"interrupted by {signal.Signals(sig).name}"
     assert not d["complete"] and d["schedules_explored"] > 0
     assert d["violations"] and all(v["schedule"].startswith("ksmx1:stale-node:") for v in d["violations"])
-    assert not left
+    assert not _shm(p.pid)
 
 
 @pytest.mark.slow
