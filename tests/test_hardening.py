@@ -222,6 +222,26 @@ def test_campaign_reruns_errored_jobs_and_prints_no_forged_text(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_second_campaign_on_one_results_file_is_told_so(tmp_path):
+    """Item 12: the first campaign's lock (store.Appender) refuses the second;
+    the message said it was 'the state file of a live run'."""
+    from emu.campaign.spec import example, parse
+    from emu.campaign.store import Appender
+
+    (tmp_path / "s.json").write_text(example())
+    out = tmp_path / "s.results.jsonl"
+    out.write_text(json.dumps(_record(parse(example())[0])) + "\n")
+    before = out.read_bytes()
+    first = Appender(out)
+    try:
+        p = emu("campaign", "s.json", "--jobs", "1", "--no-progress", cwd=tmp_path)
+    finally:
+        first.close()
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "results file of a campaign still running" in p.stderr and "state file" not in p.stderr, p.stderr
+    assert out.read_bytes() == before
+
+
 def test_markdown_cells_escape_forged_text():
     from emu.cliutil import printable
 
