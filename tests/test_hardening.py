@@ -309,6 +309,24 @@ def test_api_numbers_checked_as_the_cli_checks_them(kw, msg):
         explore(Scenario("c", [("a", _idle)]), **kw)
 
 
+@pytest.mark.parametrize("case, msg", [("cpu-a-string", "cpus"), ("cpus-a-list", "cpus"),
+                                       ("cpu-of-no-role", "unknown role"), ("replay-None", "replay string"),
+                                       ("replay-int", "replay string")])
+def test_api_cpus_and_replay_text_checked_by_the_validator(case, msg):
+    """They were AttributeError ('NoneType' object has no attribute 'strip') and a
+    TypeError comparing an int with a str, from deep inside."""
+    from emu.explore.api import explore, replay
+    from emu.explore.scenarios import SCENARIOS
+
+    sc = SCENARIOS["stale-node"]
+    calls = {"cpu-a-string": lambda: explore(sc, cpus={"ksmd": "1"}),
+             "cpus-a-list": lambda: explore(sc, cpus=[("ksmd", 1)]),
+             "cpu-of-no-role": lambda: explore(sc, cpus={"gpu": 1}),
+             "replay-None": lambda: replay(None), "replay-int": lambda: replay(123)}
+    with pytest.raises((ValueError, TypeError), match=msg):
+        calls[case]()
+
+
 # -- items 16 and 23: kmem on hostile files -----------------------------------------------------
 def test_decode_violation_of_an_i386_mapping_above_4g():
     from types import SimpleNamespace
