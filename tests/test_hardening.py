@@ -603,7 +603,7 @@ _CX = "ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:ksmd=0,reclaim=1,alloca
     [*LAYOUT, "show", "page", "--json"], [*LAYOUT, "show", "page", "--at", "24", "--json"],
     [*LAYOUT, "overlap", "page", "mapping", "--json"], [*LAYOUT, "hazard", "--json"],
     [*LAYOUT, "hazard", "--all", "--arch", "ppc64", "--json"],
-], ids=lambda a: " ".join(a[3:6]))
+], ids=lambda a: " ".join(a[3:6])[:30])
 def test_json_addresses_are_hex_strings(tmp_path, argv):
     """Before: explore --json, --barriers, ksm-layout --json and the trace's
     metadata gave PAGE_OFFSET and MEM_MAP as decimal integers above 2**53."""
