@@ -129,6 +129,18 @@ def live_state(path: str | os.PathLike) -> bool:
     return False
 
 
+def _held(path: str | os.PathLike) -> str:
+    """What holds a locked file: a run (its state file) or a campaign (its results)."""
+    from .machfile import MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            state = f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        state = True
+    return "the state file of a live run" if state else "the results file of a campaign still running"
+
+
 def check_output_path(path: Path, flag: str, overwrite: bool | None = None) -> None:
     """An output file we may create or replace: its directory exists and is
     writable, and it is not there or is a regular file no live run holds.
@@ -147,9 +159,11 @@ def check_output_path(path: Path, flag: str, overwrite: bool | None = None) -> N
     except OSError as e:
         raise UserError(f"{flag} {path}: {e.strerror}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{flag} {path}: exists and is not a regular file")
+        from .machfile import file_kind
+
+        raise UserError(f"{flag} {path} is a {file_kind(st.st_mode)}, not a regular file")
     if st is not None and live_state(path):
-        raise UserError(f"{flag} {path} is the state file of a live run; not replacing it")
+        raise UserError(f"{flag} {path} is {_held(path)}; not {'appending to' if overwrite is None else 'replacing'} it")
     if st is not None and overwrite is False:
         raise UserError(f"{flag} {path}: exists; pass --overwrite to replace it")
     if not os.access(parent, os.W_OK | os.X_OK) or (st is not None and not os.access(path, os.R_OK | os.W_OK)):
@@ -172,7 +186,7 @@ def write_beside(path: Path, flag: str, overwrite: bool, write: Callable[[object
         with os.fdopen(fd, "wb") as f:
             write(f)
         if live_state(path):
-            raise UserError(f"{flag} {path} is now the state file of a live run; not replacing it")
+            raise UserError(f"{flag} {path} is now {_held(path)}; not replacing it")
         if overwrite:
             os.replace(tmp, path)
         else:

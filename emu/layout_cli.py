@@ -12,6 +12,7 @@ from .cliutil import (
     UserError,
     add_config_args,
     config_from_args,
+    json_config,
     number,
     overrides,
     print_json,
@@ -58,7 +59,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     lay = layout_of(cfg, args.struct)
     if args.at is None:
         if args.json:
-            print_json(pahole.to_json(lay, cfg.as_dict()))
+            print_json(pahole.to_json(lay, json_config(cfg)))
         else:
             print(pahole.render(lay, cfg.summary()))
         return
@@ -82,7 +83,7 @@ def cmd_overlap(args: argparse.Namespace) -> None:
     except LayoutError as e:
         raise UserError(str(e)) from None
     if args.json:
-        print_json(pahole.overlap_json(lay, args.member, cfg.as_dict()))
+        print_json(pahole.overlap_json(lay, args.member, json_config(cfg)))
     else:
         print(layout_report.config_comment(cfg))
         print(pahole.overlap_text(lay, args.member))
@@ -143,7 +144,7 @@ def cmd_hazard(args: argparse.Namespace) -> None:
         except DirectMapError as e:
             raise UserError(str(e)) from None
         if args.json:
-            print_json(v.as_dict())
+            print_json({**v.as_dict(), "config": json_config(v.config)})
         else:
             print(layout_report.hazard_text(v))
         return
@@ -160,7 +161,7 @@ def cmd_hazard(args: argparse.Namespace) -> None:
         raise UserError(f"no configuration of the matrix exists with these flags (e.g. {skipped[0]['arch']} "
                         f"{skipped[0]['options']}: {skipped[0]['error']})")
     if args.json:
-        print_json({"rows": [{"options": label, **v.as_dict()} for label, v in results], "skipped": skipped})
+        print_json({"rows": [{"options": label, **v.as_dict(), "config": json_config(v.config)} for label, v in results], "skipped": skipped})
         return
     print(layout_report.hazard_table(results, skipped))
 

@@ -4,6 +4,7 @@ the hazard verdicts."""
 
 from __future__ import annotations
 
+from .cliutil import json_config
 from .hazard import Verdict
 from .kconfig import ARCHES, Config
 from .layout import Cover, Layout
@@ -14,7 +15,7 @@ def config_comment(cfg: Config) -> str:
 
 
 def at_json(lay: Layout, cfg: Config, start: int, size: int, covers: list[Cover], holes: list[int]) -> dict:
-    return {"struct": lay.name, "offset": start, "size": size, "config": cfg.as_dict(),
+    return {"struct": lay.name, "offset": start, "size": size, "config": json_config(cfg),
             "covered_by": [{"path": c.field.path, "offset": c.field.offset, "size": c.field.size,
                             "byte": c.delta, "bytes": c.end - c.start, "type": c.field.type.c_name}
                            for c in covers],

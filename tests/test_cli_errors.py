@@ -189,6 +189,7 @@ EXPLORE = [  # the state file flags as run takes them; the rest are in test_expl
     ["--all", "--trace", "t.json"],
     ["--trace", "live.state", "--overwrite"],  # issue 15 item 5
     ["--page-offset", "0xffffffffffffff00"], ["--arch", "i386", "--page-offset", "0xfffff000"],  # item 15
+    ["--arch", "ppc32", "--page-offset", "0xfffff000", "--scenario", "pagetable-reuse"],  # item 15
 ]
 _NR = "ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x13.1x30.2x23.0x2"
 REPLAY = [["spec.json", "--trace", "spec.json", "--overwrite"], ["notes.txt"], ["fifo"], ["sub"], ["loop"], ["missing.json"], ["deep.state"], ["/dev/null"],
@@ -198,8 +199,7 @@ REPLAY = [["spec.json", "--trace", "spec.json", "--overwrite"], ["notes.txt"], [
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "notes.txt"],
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "/nonexistent/t"],
           ["ksmx1:bogus", "--trace", "t.json"],
-          ["ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0", "--trace", "live.state",
-           "--overwrite"],  # issue 15 item 5
+          [_NR, "--trace", "live.state", "--overwrite"],  # issue 15 item 5: a replay that would write its trace
           ["ksmx1:stale-node:keyhole:x86_64/2.6.33/po=0xffffffffffffff00:ksmd=0,reclaim=1,allocator=2:0"],  # item 15
           # items 7, 14, 20: CPU ids range-checked (no 2.5 GB world), ASCII digits, a bounded step count,
           # each role once, no steps after the execution's end
@@ -222,13 +222,21 @@ EXPERIMENT = [["reclaim", "--plot", ""], ["reclaim", "--plot", "x.png/"], ["recl
               ["reclaim", "--ksmd-sleep-ms", "0"], ["reclaim", "--allocators", "0"], ["reclaim", "--protocol", "magic"],
               ["reclaim", "--plot", "notes.txt"], ["reclaim", "--plot", "nodir/x.png"], ["reclaim", "--plot", "fifo"],
               ["reclaim", "--arch", "vax"], ["reclaim", "--nr-cpus", "2"]]
-CASES = ([pytest.param(EMU + ["run", *a], id="run " + " ".join(a)[:40]) for a in RUN]
-         + [pytest.param(EMU + ["campaign", *a], id="campaign " + " ".join(a)[:40]) for a in CAMPAIGN]
-         + [pytest.param(EMU + ["experiment", *a], id="experiment " + " ".join(a)[:40]) for a in EXPERIMENT]
-         + [pytest.param(EMU + ["kmem", *a], id="kmem " + " ".join(a)[:40]) for a in KMEM]
-         + [pytest.param(EMU + ["explore", *a], id="explore " + " ".join(a)[:40]) for a in EXPLORE]
-         + [pytest.param(EMU + ["replay", *a], id="replay " + " ".join(a)[:40]) for a in REPLAY]
-         + [pytest.param(LAYOUT + a, id="layout " + " ".join(a)[:40]) for a in LAYOUT_CASES]
+
+
+def _id(command: str, argv: list[str]) -> str:
+    """A test id that tells the cases apart: the replay strings' common heads shortened."""
+    text = " ".join(argv).replace("ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:", "NR:")
+    return f"{command} {text.replace('ksmx1:stale-node:keyhole:x86_64/2.6.33', 'K')}"[:100]
+
+
+CASES = ([pytest.param(EMU + ["run", *a], id=_id("run", a)) for a in RUN]
+         + [pytest.param(EMU + ["campaign", *a], id=_id("campaign", a)) for a in CAMPAIGN]
+         + [pytest.param(EMU + ["experiment", *a], id=_id("experiment", a)) for a in EXPERIMENT]
+         + [pytest.param(EMU + ["kmem", *a], id=_id("kmem", a)) for a in KMEM]
+         + [pytest.param(EMU + ["explore", *a], id=_id("explore", a)) for a in EXPLORE]
+         + [pytest.param(EMU + ["replay", *a], id=_id("replay", a)) for a in REPLAY]
+         + [pytest.param(LAYOUT + a, id=_id("layout", a)) for a in LAYOUT_CASES]
          + [pytest.param(EMU, id="ksm-emu"), pytest.param(EMU + ["frob"], id="ksm-emu frob")])
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,6 +26,7 @@ from emu.mm.spinlock import spin_lock, spin_lock_init, spin_unlock
 
 VARS = (RegionSpec("vars", 4096),)
 EMU = [sys.executable, "-m", "emu.cli"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this tree's emu, from any cwd
 # scratch directories of these tests' explorations go here, not to the /dev/shm
 # every other test run on the machine shares: a count of them is then exact
 SCRATCH = tempfile.mkdtemp(prefix="ksm-test-scratch-")
@@ -61,6 +63,26 @@ def _reader(mm, env):
 def _two(locked):
     return Scenario("cpu-model", [("writer", _writer(locked)), ("reader", _reader)], setup=_lock_setup,
                     extra=VARS, pages=8, observe=lambda env: env.data["seen"])
+
+
+class _Hung(BaseException):
+    """An exploration still running past its bound (a BaseException: no role catches it)."""
+
+
+@contextmanager
+def _within(seconds):
+    """Fail, not hang, if the block runs past `seconds` (what these tests guard
+    against is an exploration that never returns)."""
+    def hung(signum, frame):
+        raise _Hung(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 UP = resolve(disable=["SMP"])
@@ -115,7 +137,8 @@ def test_a_bounded_dfs_never_claims_complete():
 
 @pytest.mark.parametrize("strategy", ["pct", "random"])
 def test_sampling_strategies_end_and_are_never_complete(strategy):
-    r = explore(_two(False), UP_PREEMPT, strategy=strategy, checks=())  # no bound given: 1000 by default
+    with _within(300):  # without the default bound it never returned
+        r = explore(_two(False), UP_PREEMPT, strategy=strategy, checks=())  # no bound given: 1000 by default
     assert r.schedules_explored == 1000 and not r.complete and r.stopped == "schedule limit"
     r = explore(_two(False), UP_PREEMPT, strategy=strategy, schedules=5, checks=())
     assert r.schedules_explored == 5 and not r.complete
@@ -165,7 +188,8 @@ def _spins_over_accesses(mm, env):
 def test_time_limit_stops_a_role_that_never_ends(role):
     sc = Scenario("loops", [("looper", role), ("writer", _writer(False))], extra=VARS, pages=8)
     t0 = time.perf_counter()
-    r = explore(sc, time_limit=0.5, checks=())
+    with _within(60):  # a role looping without accesses never returned
+        r = explore(sc, time_limit=0.5, checks=())
     assert time.perf_counter() - t0 < 10  # the limit, the watchdog's grace, the cleanup
     assert r.stopped == "time limit" and not r.complete and r.holds
 
@@ -225,19 +249,42 @@ def _interrupt(argv, sig, after):
     return p.returncode, out, err, _shm(p.pid)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_gives_exit_130_and_the_counterexamples_so_far(sig):
+# ksm-emu explore's own main, noting (./found) when an execution first has findings
+NOTING = [sys.executable, "-c", """
+import os, sys
+from emu.explore import api
+findings = api.Session.findings
+def noted(self, *a):
+    out = findings(self, *a)
+    if out and not os.path.exists("found"):
+        open("found", "w").close()
+    return out
+api.Session.findings = noted
+from emu.cli import main
+sys.exit(main(sys.argv[1:]))
+"""]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_gives_exit_130_and_the_counterexamples_so_far(tmp_path, sig):
     # DPOR finds its first counterexample in tens of schedules and needs minutes for the
-    # rest of this space: the signal is what ends it
-    rc, out, err, left = _interrupt(["explore", "--scenario", "stale-node", "--protocol", "keyhole-no-recheck",
-                               "--arch", "ppc64", "--kernel", "2.6.32", "-e", "PREEMPT", "-e", "DEBUG_SPINLOCK",
-                               "--keep-going", "--json"], sig, 3.0)
-    assert rc == 130 and "Traceback" not in err, err
+    # rest of this space: the signal, sent once a counterexample is found, is what ends it
+    p = subprocess.Popen([*NOTING, "explore", "--scenario", "stale-node", "--protocol", "keyhole-no-recheck",
+                          "--arch", "ppc64", "--kernel", "2.6.32", "-e", "PREEMPT", "-e", "DEBUG_SPINLOCK",
+                          "--keep-going", "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**ENV, "PYTHONPATH": os.pathsep.join([ROOT, ENV.get("PYTHONPATH", "")])})
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "found").exists():
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        time.sleep(0.01)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
     d = json.loads(out)
     assert d["interrupted"] and d["stopped"] == f"interrupted by {signal.Signals(sig).name}"
     assert not d["complete"] and d["schedules_explored"] > 0
     assert d["violations"] and all(v["schedule"].startswith("ksmx1:stale-node:") for v in d["violations"])
-    assert not left
+    assert not _shm(p.pid)
 
 
 @pytest.mark.slow

@@ -68,6 +68,54 @@ def test_plot_directory_removed_midrun_is_a_user_error(tmp_path):
         write_beside(out, "--plot", False, lambda f: f.write(b"PNG"))
 
 
+# -- items 11 and 18 end to end: experiment reclaim --plot, its target changed while it runs -------
+def _experiment_until_running(tmp_path, *extra):
+    """Start a short experiment with --plot d/cdf.png; return once its run is
+    up (its state file exists in the scratch root): --plot was checked before."""
+    import glob
+    import time
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (tmp_path / "d").mkdir()
+    p = subprocess.Popen([*EMU, "experiment", "reclaim", "--duration", "2", "--rates", "50", "--protocol", "keyhole",
+                          "--plot", "d/cdf.png", "--no-progress", *extra], cwd=tmp_path, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         env={**ENV, "KSM_EMU_SCRATCH_DIR": str(scratch)})
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(scratch / "ksm-experiment-*" / "*.state")):
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        time.sleep(0.01)
+    return p
+
+
+def test_experiment_plot_directory_removed_midrun(tmp_path):
+    p = _experiment_until_running(tmp_path)
+    (tmp_path / "d").rmdir()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and err.count("\n") == 1 and "--plot d/cdf.png" in err and "Traceback" not in err, err
+    assert "keyhole" in out  # the table: the measurement is printed before the plot fails
+    assert sorted(os.listdir(tmp_path)) == ["scratch"] and os.listdir(tmp_path / "scratch") == []
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_experiment_plot_symlink_planted_midrun(tmp_path, overwrite):
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    p = _experiment_until_running(tmp_path, *(["--overwrite"] if overwrite else []))
+    os.symlink(target, tmp_path / "d" / "cdf.png")
+    out, err = p.communicate(timeout=120)
+    assert target.read_text() == "keep me" and "Traceback" not in err, err
+    if overwrite:  # the name is replaced, not followed
+        assert p.returncode == 0, err
+        assert not (tmp_path / "d" / "cdf.png").is_symlink()
+        assert (tmp_path / "d" / "cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:  # a file appeared meanwhile: not replaced without --overwrite
+        assert p.returncode == 2 and "exists" in err, err
+        assert (tmp_path / "d" / "cdf.png").is_symlink()
+    assert os.listdir(tmp_path / "d") == ["cdf.png"]  # no temporary left
+
+
 # -- item 5: a live run's state file is refused by every output flag ----------------------------
 def test_live_state_is_refused_as_an_output(tmp_path):
     live = tmp_path / "live.state"
@@ -81,10 +129,51 @@ def test_live_state_is_refused_as_an_output(tmp_path):
                 check_output_path(live, flag, True)
         with pytest.raises(UserError, match="live run"):
             write_beside(live, "--trace", True, lambda f: f.write(b"{}"))
+        from emu.trace.output import TraceFileError, check_trace_path, write_trace
+
+        with pytest.raises(TraceFileError, match="live run"):
+            check_trace_path(str(live), True)
+        with pytest.raises(TraceFileError, match="live run"):
+            write_trace(live, {"traceEvents": []}, True)
     finally:
         os.close(fd)
     assert live.read_bytes() == b"KSMEMU\x00\x01"
     assert not live_state(live)
+
+
+# -- items 7, 14, 20: a bad replay string is refused for what is wrong with it, before a world boots
+_NR = "ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x13.1x30.2x23.0x2"
+
+
+@pytest.mark.parametrize("text, says", [
+    (_NR.replace("ksmd=0", "ksmd=20000000"), "CPU ids are 0..63"),  # item 7: it booted a 2.5 GB world first
+    (_NR.replace("ksmd=0", "ksmd=64"), "CPU ids are 0..63"),  # item 20: it blamed the schedule
+    (_NR.replace("ksmd=0", "ksmd=0,ksmd=1"), "ksmd is given a CPU twice"),  # item 20: it blamed the schedule
+    (_NR.replace("ksmd=0", "ksmd=\u00b2"), "want ROLE=CPU"),  # item 14: a traceback
+    (_NR.replace(":0x13.", ":0x" + "9" * 4400 + "."), "bad step run"),  # item 14: a traceback
+    (_NR + ".1", "the schedule has 1 more"),  # item 20: a step after the end was ignored
+], ids=["cpu-20000000", "cpu-64", "cpu-twice", "unicode-digit", "4400-digits", "step-past-the-end"])
+def test_replay_string_errors_name_the_fault(text, says):
+    import resource
+    import time
+
+    from emu.explore.api import replay
+    from emu.explore.dpor import Nondeterminism
+    from emu.explore.schedule import ScheduleError
+
+    t0, rss0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises((ScheduleError, Nondeterminism), match=says):
+        replay(text)
+    assert time.perf_counter() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024  # KB
+
+
+# -- item 15: explore --all over a direct map that cannot fit: every row n/a, no DirectMapError ----
+def test_explore_all_with_a_direct_map_that_cannot_fit(tmp_path):
+    p = emu("explore", "--all", "--arch", "x86_64", "--page-offset", "0xffffffffffffff00", "--json", cwd=tmp_path)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    rows = json.loads(p.stdout)["rows"]
+    assert rows and all(r["agree"] == "n/a" and "runs past the 64-bit address space" in r["dynamic"] for r in rows)
 
 
 # -- item 6: replay reads a file whose name begins "ksmx" ---------------------------------------
@@ -131,6 +220,26 @@ def test_campaign_reruns_errored_jobs_and_prints_no_forged_text(tmp_path):
     last = {key(r["job"]): r["verdict"] for r in recs}
     assert last == {key(a): "clean", key(b): "clean", key(c): "violation"}
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_second_campaign_on_one_results_file_is_told_so(tmp_path):
+    """Item 12: the first campaign's lock (store.Appender) refuses the second;
+    the message said it was 'the state file of a live run'."""
+    from emu.campaign.spec import example, parse
+    from emu.campaign.store import Appender
+
+    (tmp_path / "s.json").write_text(example())
+    out = tmp_path / "s.results.jsonl"
+    out.write_text(json.dumps(_record(parse(example())[0])) + "\n")
+    before = out.read_bytes()
+    first = Appender(out)
+    try:
+        p = emu("campaign", "s.json", "--jobs", "1", "--no-progress", cwd=tmp_path)
+    finally:
+        first.close()
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "results file of a campaign still running" in p.stderr and "state file" not in p.stderr, p.stderr
+    assert out.read_bytes() == before
 
 
 def test_markdown_cells_escape_forged_text():
@@ -198,6 +307,24 @@ def test_api_numbers_checked_as_the_cli_checks_them(kw, msg):
 
     with pytest.raises((ValueError, TypeError), match=msg):
         explore(Scenario("c", [("a", _idle)]), **kw)
+
+
+@pytest.mark.parametrize("case, msg", [("cpu-a-string", "cpus"), ("cpus-a-list", "cpus"),
+                                       ("cpu-of-no-role", "unknown role"), ("replay-None", "replay string"),
+                                       ("replay-int", "replay string")])
+def test_api_cpus_and_replay_text_checked_by_the_validator(case, msg):
+    """They were AttributeError ('NoneType' object has no attribute 'strip') and a
+    TypeError comparing an int with a str, from deep inside."""
+    from emu.explore.api import explore, replay
+    from emu.explore.scenarios import SCENARIOS
+
+    sc = SCENARIOS["stale-node"]
+    calls = {"cpu-a-string": lambda: explore(sc, cpus={"ksmd": "1"}),
+             "cpus-a-list": lambda: explore(sc, cpus=[("ksmd", 1)]),
+             "cpu-of-no-role": lambda: explore(sc, cpus={"gpu": 1}),
+             "replay-None": lambda: replay(None), "replay-int": lambda: replay(123)}
+    with pytest.raises((ValueError, TypeError), match=msg):
+        calls[case]()
 
 
 # -- items 16 and 23: kmem on hostile files -----------------------------------------------------
@@ -281,6 +408,36 @@ def test_run_summary_trace_events_hint_and_test_break(tmp_path):
     assert "KSM_EMU_TEST_BREAK=dec-read-then-store: deliberately broken" in p.stdout.splitlines()[0]
 
 
+def test_run_says_on_a_terminal_that_it_writes_the_trace(tmp_path):
+    """Decoding and writing a trace takes seconds after the progress line ends:
+    on a terminal, a line says what is happening (it was 3 to 9 s of silence)."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([*EMU, "run", "--duration", "0.5", "--pages", "1024", "--trace", "t.json"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, text=True, timeout=120,
+                           env=ENV)
+        os.close(slave)
+        slave = None
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not chunk:
+                break
+            tty += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 0, tty[-2000:]
+    assert b"writing the trace to t.json ..." in tty, tty[-2000:]
+    assert (tmp_path / "t.json").is_file() and "trace: t.json" in p.stdout
+
+
 def test_an_unknown_test_break_is_an_error(tmp_path):
     p = subprocess.run([*EMU, "run", "--duration", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                        env={**ENV, "KSM_EMU_TEST_BREAK": "bogus"})
@@ -309,6 +466,42 @@ def test_api_store_outside_every_region_is_a_finding():
     assert not r.holds
     f = r.counterexample.findings[0]
     assert f["kind"] == "exception" and "in no region" in f["detail"] and r.counterexample.timeline
+
+
+# -- item 25: the race checker never reports an access that raised and so never happened --------
+def _vars(env):
+    return env.world.machine.region("vars").offset
+
+
+def _reads_var(mm, env):
+    mm.a.load(_vars(env), 8)
+
+
+def _too_wide(mm, env):
+    mm.a.store(_vars(env), 8, 1 << 70)  # OverflowError: the store never happens
+
+
+def _misaligned(mm, env):
+    mm.a.store(_vars(env) + 1, 8, 1)  # ValueError: the store never happens
+
+
+@pytest.mark.parametrize("model", ["sc", "tso"])
+@pytest.mark.parametrize("bad", [_too_wide, _misaligned], ids=["too-wide", "misaligned"])
+def test_api_an_access_that_raised_is_no_race(model, bad):
+    """Before: the store was given to kcsan at its scheduling point, before the
+    accessor refused it, so every order with the reader's load was a 'data
+    race' besides the exception; under tso the value was cut to fit (no
+    finding at all) and a misaligned store raised out of explore() itself."""
+    from emu.explore.api import Scenario, explore
+    from emu.machine import RegionSpec
+
+    sc = Scenario("raised", [("reader", _reads_var), ("writer", bad)], extra=(RegionSpec("vars", 4096),), pages=8)
+    r = explore(sc, strategy="dfs", keep_going=True, memory_model=model)
+    assert r.complete and not r.holds
+    kinds = [f["kind"] for cx in r.counterexamples for f in cx.findings]
+    assert kinds == ["exception"], [f["detail"] for cx in r.counterexamples for f in cx.findings]
+    detail = r.counterexample.findings[0]["detail"]
+    assert ("does not fit a 8-byte field" if bad is _too_wide else "is not aligned for a 8-byte field") in detail
 
 
 # -- item 25: GreenletExit is a role's exception; a spin without spin_wait gets a hint -----------
@@ -374,3 +567,61 @@ def test_every_kind_explore_reports_is_a_well_formed_record():
                                           "ksmd=0,reclaim=1,allocator=2:0x3.1"))
     assert not well_formed(_record({"kind": "explore"}, kinds=["red\x1b[31m"]))
     assert not well_formed(_record({"kind": "explore"}, kinds=["two\nlines"]))
+
+
+# -- item 26: every JSON output gives addresses as "0x..." strings, never integers jq rounds ------
+def _big_ints(obj, path="$"):
+    """Where `obj` holds an integer jq would round (above 2**53)."""
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _big_ints(v, f"{path}.{k}")]
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj) for p in _big_ints(v, f"{path}[{i}]")]
+    return [path] if type(obj) is int and abs(obj) > 1 << 53 else []
+
+
+def _configs(obj):
+    if isinstance(obj, dict):
+        if "PAGE_OFFSET" in obj:
+            yield obj
+        for v in obj.values():
+            yield from _configs(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _configs(v)
+
+
+LAYOUT = [sys.executable, "-m", "emu.layout_cli"]
+_CX = "ksmx1:stale-node:keyhole-no-recheck:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x13.1x30.2x23.0x2"
+
+
+@pytest.mark.parametrize("argv", [
+    [*EMU, "explore", "--json", "--protocol", "keyhole-no-recheck"],
+    [*EMU, "explore", "--json", "--all", "--arch", "x86_64", "--kernel", "2.6.33"],
+    [*EMU, "explore", "--json", "--barriers", "--scenario", "stale-node", "--time-limit", "0.2"],
+    [*EMU, "replay", "--json", _CX],
+    [*EMU, "run", "--json", "--duration", "0.3", "--pages", "1024"],
+    [*LAYOUT, "show", "page", "--json"], [*LAYOUT, "show", "page", "--at", "24", "--json"],
+    [*LAYOUT, "overlap", "page", "mapping", "--json"], [*LAYOUT, "hazard", "--json"],
+    [*LAYOUT, "hazard", "--all", "--arch", "ppc64", "--json"],
+], ids=lambda a: " ".join(a[3:6])[:30])
+def test_json_addresses_are_hex_strings(tmp_path, argv):
+    """Before: explore --json, --barriers, ksm-layout --json and the trace's
+    metadata gave PAGE_OFFSET and MEM_MAP as decimal integers above 2**53."""
+    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=ENV, stdin=subprocess.DEVNULL,
+                       timeout=300)
+    assert p.returncode in (0, 1) and "Traceback" not in p.stderr, p.stderr[-2000:]
+    d = json.loads(p.stdout)
+    assert _big_ints(d) == []
+    configs = list(_configs(d))
+    assert configs or argv[3] == "replay" or "--all" in argv and argv[3] == "explore"  # no config of their own
+    for c in configs:
+        assert c["PAGE_OFFSET"].startswith("0x") and c["MEM_MAP"].startswith("0x"), c
+
+
+def test_a_runs_trace_metadata_gives_addresses_as_hex_strings(tmp_path):
+    p = emu("run", "--duration", "0.3", "--pages", "1024", "--trace", "t.json", "--no-progress", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    trace = json.loads((tmp_path / "t.json").read_text())
+    assert _big_ints(trace) == []
+    configs = list(_configs(trace))
+    assert configs and all(c["PAGE_OFFSET"] == "0xffff880000000000" for c in configs)

@@ -42,7 +42,7 @@ from .schedule import Schedule
 from .stop import Stop, Stopped, Watchdog, catching
 from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
 from .tso import model_name, parse_model
-from .validate import check_explore, checks_of
+from .validate import check_cpus, check_explore, check_replay, checks_of
 
 
 @dataclass
@@ -267,12 +267,8 @@ class Session:
 
 def _cpus(scenario: Scenario, cfg: Config, cpus: Mapping[str, int] | None) -> dict[str, int]:
     """Role -> emulated CPU: 0, 1, 2... in role order, `cpus` overriding some."""
+    check_cpus(scenario, cpus if cpus is not None else {}, cfg.nr_cpus)
     cpus = dict(cpus or {})
-    for role, cpu in cpus.items():
-        if role not in scenario.role_names:
-            raise ValueError(f"unknown role {role!r}; scenario {scenario.name} has {', '.join(scenario.role_names)}")
-        if not 0 <= cpu < cfg.nr_cpus:
-            raise ValueError(f"CPU {cpu} for {role}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")
     taken = set(cpus.values())
     free = (c for c in range(cfg.nr_cpus) if c not in taken)
     out = {}
@@ -518,6 +514,7 @@ def replay(text: str, scenarios: Mapping[str, Scenario] | None = None,
     from . import scenarios as builtin
     from .schedule import decode
 
+    check_replay(text)
     checks = checks_of(checks)
     known = {**builtin.SCENARIOS, **(scenarios or {})}
     s = decode(text, {name: sc.role_names for name, sc in known.items()})

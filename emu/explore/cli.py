@@ -15,6 +15,7 @@ from ..cliutil import (
     config_from_args,
     cpu_arg,
     distinct_outputs,
+    json_config,
     number,
     print_json,
     read_regular_file,
@@ -272,7 +273,7 @@ def _barriers(args: argparse.Namespace) -> int:
     if tty:
         sys.stderr.write("\r\033[K")
     if args.json:
-        print_json({"config": cfg.as_dict(), "rows": rows})
+        print_json({"config": json_config(cfg), "rows": rows})
     else:
         print(barriers.text(rows))
     return 130 if stop.reason is not None else 0

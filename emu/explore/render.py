@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..cliutil import json_config
 from ..findings import line
 from .api import Replayed, Result
 from .strategies import SAMPLING
@@ -16,7 +17,7 @@ def result_json(r: Result) -> dict:
     cx = r.counterexample
     violations = [{**f, "schedule": c.schedule, "timeline": c.timeline}
                   for c in r.counterexamples for f in c.findings]
-    return {"config": r.config.as_dict(), "protocol": r.protocol, "scenario": r.scenario, "strategy": r.strategy,
+    return {"config": json_config(r.config), "protocol": r.protocol, "scenario": r.scenario, "strategy": r.strategy,
             "memory_model": r.memory_model,
             "checks": sorted(r.checks),
             "holds": r.holds, "schedules_explored": r.schedules_explored, "complete": r.complete,

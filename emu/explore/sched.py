@@ -42,6 +42,11 @@ def _check_size(size: int) -> None:
         raise ValueError(f"field size must be 1, 2, 4 or 8 bytes, not {size}")
 
 
+def _check_aligned(off: int, size: int) -> None:
+    if off & (size - 1):  # the mapping is page-aligned: as the accessor says it (tso would buffer it)
+        raise ValueError(f"offset {off} is not aligned for a {size}-byte field")
+
+
 class Nondeterminism(RuntimeError):
     """A replayed step did something else than before: state outside the mapping
     (a module global, an unseeded random, the time) decides what the code does."""
@@ -263,6 +268,7 @@ class Runner:
             raise Abort
         if op != "smp_mb":  # a barrier's point (tso's smp_mb) touches no bytes
             _check_size(size)  # before the checkers walk `size` bytes (10**7 of them took 40 s)
+            _check_aligned(off, size)
             self._check_span(op, off, size)
         stop = self.stop
         if stop.reason is not None or (stop.deadline is not None and not len(self.choices) & 255 and stop.due()):
@@ -286,6 +292,13 @@ class Runner:
             if self.aborting:
                 raise Abort
         self._open(p, pend)
+
+    def accessed(self, p: int) -> None:
+        """The access of p's scheduling point is done: the race checker sees
+        it now, never one that raised (a value too wide) and so never happened."""
+        if self.kcsan is not None:
+            op, off, size, write = self.pending[p]
+            self.kcsan.access(p, op, off, size, write, len(self.choices) - 1)
 
     def _check_span(self, op: str, off: int, size: int) -> None:
         """An access inside one region, else the role's exception (a finding),
@@ -330,8 +343,6 @@ class Runner:
         self.sleeping[p] = False
         self.current = p
         op, off, size, write = pend
-        if self.kcsan is not None and op != "start":
-            self.kcsan.access(p, op, off, size, write, len(self.choices) - 1)
         if op == "start":
             fp = []
         elif self.buffers is not None and op in STORES:  # into the store buffer, not memory

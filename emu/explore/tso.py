@@ -112,6 +112,8 @@ class StoreBuffers:
         return self.q[p][0]
 
     def put(self, p: int, off: int, size: int, value: int) -> None:
+        if not -(1 << 8 * size - 1) <= value < 1 << 8 * size:  # as the accessor refuses it, not cut to fit
+            raise OverflowError(f"{value} does not fit a {size}-byte field")
         self.q[p].append((off, size, value & ((1 << 8 * size) - 1)))
         self.stored[p] += 1
 
@@ -147,35 +149,47 @@ class TsoMem(SchedMem):
 
     def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load", off, size, False)
-        return self._sb.load(self._p, off, size, signed)
+        v = self._sb.load(self._p, off, size, signed)
+        self._ok(self._p)
+        return v
 
     def load_once(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load_once", off, size, False)
-        return self._sb.load(self._p, off, size, signed)
+        v = self._sb.load(self._p, off, size, signed)
+        self._ok(self._p)
+        return v
 
     def load_acquire(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load_acquire", off, size, False)  # TSO: every load is an acquire
-        return self._sb.load(self._p, off, size, signed)
+        v = self._sb.load(self._p, off, size, signed)
+        self._ok(self._p)
+        return v
 
     def atomic_read(self, off: int) -> int:
         self._pt(self._p, "atomic_read", off, 4, False)
-        return self._sb.load(self._p, off, 4, True)
+        v = self._sb.load(self._p, off, 4, True)
+        self._ok(self._p)
+        return v
 
     def store(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store", off, size, True)
         self._sb.put(self._p, off, size, value)
+        self._ok(self._p)
 
     def store_once(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store_once", off, size, True)
         self._sb.put(self._p, off, size, value)
+        self._ok(self._p)
 
     def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store_release", off, size, True)  # TSO: every store is a release
         self._sb.put(self._p, off, size, value)
+        self._ok(self._p)
 
     def atomic_set(self, off: int, value: int) -> None:
         self._pt(self._p, "atomic_set", off, 4, True)
         self._sb.put(self._p, off, 4, value)
+        self._ok(self._p)
 
     def _locked(self, op: str, off: int, size: int) -> None:
         sb = self._sb
@@ -186,11 +200,15 @@ class TsoMem(SchedMem):
 
     def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
         self._locked("cas", off, size)
-        return self._r.cas(off, size, expected, desired, signed, **kw)
+        v = self._r.cas(off, size, expected, desired, signed, **kw)
+        self._ok(self._p)
+        return v
 
     def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
         self._locked("xchg", off, size)
-        return self._r.xchg(off, size, value, signed, **kw)
+        v = self._r.xchg(off, size, value, signed, **kw)
+        self._ok(self._p)
+        return v
 
     def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
         if sys._getframe(1).f_code.co_name in UNLOCKED_RMW:  # x86's unlock: incb without a lock prefix
@@ -198,21 +216,30 @@ class TsoMem(SchedMem):
             self.store_release(off, size, old + delta)  # then a buffered store: spin_unlock's release
             return old
         self._locked("fetch_add", off, size)
-        return self._r.fetch_add(off, size, delta, signed, **kw)
+        v = self._r.fetch_add(off, size, delta, signed, **kw)
+        self._ok(self._p)
+        return v
 
     def fetch_or(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
         self._locked("fetch_or", off, size)
-        return self._r.fetch_or(off, size, mask, signed, **kw)
+        v = self._r.fetch_or(off, size, mask, signed, **kw)
+        self._ok(self._p)
+        return v
 
     def fetch_and(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
         self._locked("fetch_and", off, size)
-        return self._r.fetch_and(off, size, mask, signed, **kw)
+        v = self._r.fetch_and(off, size, mask, signed, **kw)
+        self._ok(self._p)
+        return v
 
     def atomic_inc_not_zero(self, off: int) -> bool:
         self._locked("atomic_inc_not_zero", off, 4)
-        return self._r.atomic_inc_not_zero(off)
+        v = self._r.atomic_inc_not_zero(off)
+        self._ok(self._p)
+        return v
 
     def smp_mb(self, site: str | None = None) -> None:
         if site is not None and site in self._sb.dropped:
             return
         self._pt(self._p, "smp_mb", 0, 0, False)
+        self._ok(self._p)

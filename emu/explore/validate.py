@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..check import CHECKS
@@ -60,6 +60,24 @@ def check_scenario(scenario: Any) -> None:
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"scenario {scenario.name}: want at least one role, each named once")
     _int("pages", scenario.pages, 1, MAX_PAGES)
+
+
+def check_cpus(scenario: Any, cpus: Any, nr_cpus: int) -> None:
+    """cpus: role -> emulated CPU id, for some of the scenario's roles."""
+    if not isinstance(cpus, Mapping):
+        raise TypeError(f"cpus: want a mapping of role to CPU id, not {type(cpus).__name__}")
+    for role, cpu in cpus.items():
+        if role not in scenario.role_names:
+            raise ValueError(f"unknown role {role!r}; scenario {scenario.name} has {', '.join(scenario.role_names)}")
+        if isinstance(cpu, bool) or not isinstance(cpu, int):
+            raise TypeError(f"cpus[{role!r}]: want a CPU id, not {type(cpu).__name__}")
+        if not 0 <= cpu < nr_cpus:
+            raise ValueError(f"CPU {cpu} for {role}: CPU ids are 0..{nr_cpus - 1} (NR_CPUS={nr_cpus})")
+
+
+def check_replay(text: Any) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"replay: want a replay string, not {type(text).__name__}")
 
 
 def check_explore(scenario: Any, protocol: str, strategy: str, schedules: Any, seed: Any, depth: Any,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..cliutil import json_config
 from ..machfile import RegionSpec
 from ..mm.ring import CLOCK_WALL, RUN_CAPACITY, RingLayout
 from .decode import TraceContext
@@ -56,7 +57,7 @@ class Export:
         c = spec.cfg
         title = f"ksm-emu run: {c.arch.name} {c.kernel}, protocol {spec.protocol}, {spec.pages} pages"
         trace, rings = trace_of_view(view, self.ctx, self.lay, title,
-                                     {"config": c.as_dict(), "protocol": spec.protocol, "state": spec.state})
+                                     {"config": json_config(c), "protocol": spec.protocol, "state": spec.state})
         out = {"file": spec.trace, **rings, "trace_events": len(trace["traceEvents"])}
         try:
             write_trace(Path(spec.trace), trace, spec.overwrite)
