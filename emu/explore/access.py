@@ -18,86 +18,102 @@ class SchedMem:
     def __init__(self, real: object, runner: Runner, proc: int) -> None:
         # _pt before the access (the scheduling point), _ok once it is done: an
         # access that raised (misaligned, a value too wide) never reaches the race checker
-        self._r, self._pt, self._ok, self._p, self._fence = real, runner.point, runner.accessed, proc, runner.fence
+        # (None without the race checker: the common case pays no call)
+        self._r, self._pt, self._p, self._fence = real, runner.point, proc, runner.fence
+        self._ok = runner.accessed if runner.kcsan is not None else None
 
     def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load", off, size, False)
         v = self._r.load(off, size, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def load_once(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load_once", off, size, False)
         v = self._r.load(off, size, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def store(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store", off, size, True)
         self._r.store(off, size, value, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
 
     def store_once(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store_once", off, size, True)
         self._r.store(off, size, value, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
 
     def atomic_read(self, off: int) -> int:
         self._pt(self._p, "atomic_read", off, 4, False)
         v = self._r.atomic_read(off)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def atomic_set(self, off: int, value: int) -> None:
         self._pt(self._p, "atomic_set", off, 4, True)
         self._r.atomic_set(off, value)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
 
     def load_acquire(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load_acquire", off, size, False)
         v = self._r.load(off, size, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store_release", off, size, True)
         self._r.store(off, size, value, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
 
     def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "cas", off, size, True)
         v = self._r.cas(off, size, expected, desired, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "xchg", off, size, True)
         v = self._r.xchg(off, size, value, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "fetch_add", off, size, True)
         v = self._r.fetch_add(off, size, delta, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def fetch_or(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "fetch_or", off, size, True)
         v = self._r.fetch_or(off, size, mask, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def fetch_and(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "fetch_and", off, size, True)
         v = self._r.fetch_and(off, size, mask, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def atomic_inc_not_zero(self, off: int) -> bool:
         self._pt(self._p, "atomic_inc_not_zero", off, 4, True)
         v = self._r.atomic_inc_not_zero(off)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     # barriers: no scheduling point under sequential consistency, which orders

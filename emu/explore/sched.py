@@ -42,6 +42,9 @@ def _check_size(size: int) -> None:
         raise ValueError(f"field size must be 1, 2, 4 or 8 bytes, not {size}")
 
 
+_SIZES = (1, 2, 4, 8)
+
+
 def _check_aligned(off: int, size: int) -> None:
     if off & (size - 1):  # the mapping is page-aligned: as the accessor says it (tso would buffer it)
         raise ValueError(f"offset {off} is not aligned for a {size}-byte field")
@@ -151,6 +154,13 @@ class Runner:
         self._lo = min(r.offset for r in m.regions.values())
         self._spans = sorted((r.offset, r.offset + r.size) for r in m.regions.values())
         self._starts = [a for a, _ in self._spans]
+        # the 8-byte words of the file wholly inside one region: an aligned access of at
+        # most 8 bytes in one needs no search (it cannot cross a word)
+        self._inside = bytearray((self._spans[-1][1] >> 3) + 1)
+        for lo, hi in self._spans:
+            a, b = (lo + 7) >> 3, hi >> 3
+            self._inside[a:b] = b"\1" * max(0, b - a)
+        self._inside_end = len(self._inside) << 3
         self._snap = bytes(m.mm[self._lo:m.size])
         self.recording: list[Step] | None = None
         self.preemptible = bool(m.cfg.options.get("PREEMPT"))
@@ -158,6 +168,7 @@ class Runner:
         self.cpu_of = cpus
         # a virtual byte per shared CPU, below every real offset (offsets are >= 0)
         self.cpu_vb = [-1 - c if cpus.count(c) > 1 else None for c in cpus]
+        self.shared_cpus = len(set(cpus)) < len(cpus)  # else every task may always run on its CPU
         self.error: str | None = None  # the traceback of a role's exception
         self.executing = False
         # under TSO, choice n + p flushes the oldest store of p's buffer
@@ -266,7 +277,8 @@ class Runner:
     def point(self, p: int, op: str, off: int, size: int, write: bool) -> None:
         if self.aborting:
             raise Abort
-        if op != "smp_mb":  # a barrier's point (tso's smp_mb) touches no bytes
+        if not (size in _SIZES and not off & (size - 1) and 0 <= off < self._inside_end
+                and self._inside[off >> 3]) and op != "smp_mb":  # a barrier's point (tso's smp_mb) touches no bytes
             _check_size(size)  # before the checkers walk `size` bytes (10**7 of them took 40 s)
             _check_aligned(off, size)
             self._check_span(op, off, size)
@@ -315,8 +327,9 @@ class Runner:
     def ghost(self, off: int, size: int, write: bool, rmw: bool = False) -> None:
         if self.aborting:
             raise Abort
-        _check_size(size)
-        self._check_span("access", off, size)
+        if not (size in _SIZES and not off & (size - 1) and 0 <= off < self._inside_end and self._inside[off >> 3]):
+            _check_size(size)
+            self._check_span("access", off, size)
         self.fp.append((off, off + size, write))
         if rmw and self.kcsan is not None:
             self.kcsan.ghost_rmw(self.current, off, size)
@@ -391,25 +404,11 @@ class Runner:
         self.strategy.on_step(len(self.choices) - 1, p, self.fp)
 
     def _choose(self, current: int | None) -> int | None:
-        ready = [q for q in range(self.n) if not self.finished[q] and (self.guard[q] is None or self._wake(q))]
-        if self.buffers is not None:  # a fence waits for its CPU's buffer to drain
-            ready = [q for q in ready if not (self.buffers.q[q] and self.pending[q][0] in FENCED)]
-        enabled = [q for q in ready if self._may_run(q)]
-        if len(enabled) < len(ready):
-            kept = {q for q in ready if q not in enabled}
-            i = len(self.choices)
-            for q in kept - self.kept_off:  # newly kept off: a failed attempt at its CPU
-                vb = self.cpu_vb[q]
-                self.strategy.on_blocked(i, q, [(vb, vb + 1, False)])
-            self.kept_off = kept
-        elif self.kept_off:
-            self.kept_off = set()
-        if self.buffers is not None:  # a non-empty store buffer may flush at any step
-            for k, queue in enumerate(self.buffers.q):
-                if queue:
-                    off, size, _ = queue[0]
-                    self.pending[self.n + k] = ("flush", off, size, True)
-                    enabled.append(self.n + k)
+        finished, guard, buffers = self.finished, self.guard, self.buffers
+        enabled = [q for q in range(self.n) if not finished[q] and (guard[q] is None or self._wake(q))]
+        shared = self.shared_cpus  # else each task may always run on its CPU: no owner to track
+        if shared or buffers is not None:
+            enabled = self._enabled(enabled)
         if not enabled:
             if not all(self.finished):
                 self.outcome = Kind.DEADLOCK
@@ -422,7 +421,7 @@ class Runner:
             self.outcome = self.outcome or Kind.BLOCKED
             return None
         self.choices.append(q)
-        if q >= self.n:
+        if q >= self.n or not shared:
             return q
         c = self.cpu_of[q]
         self.took = self.owner.get(c) != q
@@ -433,6 +432,30 @@ class Runner:
                 self.kcsan.handoff(prev, q)
             self.last_ran[c] = q
         return q
+
+    def _enabled(self, ready: list[int]) -> list[int]:
+        """Of the ready tasks, those their CPUs let run (and under tso, not a fence
+        waiting for its buffer), plus each non-empty store buffer's flush."""
+        buffers = self.buffers
+        if buffers is not None:  # a fence waits for its CPU's buffer to drain
+            ready = [q for q in ready if not (buffers.q[q] and self.pending[q][0] in FENCED)]
+        enabled = [q for q in ready if self._may_run(q)] if self.shared_cpus else list(ready)
+        if len(enabled) < len(ready):
+            kept = {q for q in ready if q not in enabled}
+            i = len(self.choices)
+            for q in kept - self.kept_off:  # newly kept off: a failed attempt at its CPU
+                vb = self.cpu_vb[q]
+                self.strategy.on_blocked(i, q, [(vb, vb + 1, False)])
+            self.kept_off = kept
+        elif self.kept_off:
+            self.kept_off = set()
+        if buffers is not None:  # a non-empty store buffer may flush at any step
+            for k, queue in enumerate(buffers.q):
+                if queue:
+                    off, size, _ = queue[0]
+                    self.pending[self.n + k] = ("flush", off, size, True)
+                    enabled.append(self.n + k)
+        return enabled
 
     def _wake(self, q: int) -> bool:
         """A parked CPU wakes once its word says it may proceed, and stays

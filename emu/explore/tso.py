@@ -150,46 +150,54 @@ class TsoMem(SchedMem):
     def load(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load", off, size, False)
         v = self._sb.load(self._p, off, size, signed)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def load_once(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load_once", off, size, False)
         v = self._sb.load(self._p, off, size, signed)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def load_acquire(self, off: int, size: int, signed: bool = False, **kw: object) -> int:
         self._pt(self._p, "load_acquire", off, size, False)  # TSO: every load is an acquire
         v = self._sb.load(self._p, off, size, signed)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def atomic_read(self, off: int) -> int:
         self._pt(self._p, "atomic_read", off, 4, False)
         v = self._sb.load(self._p, off, 4, True)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def store(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store", off, size, True)
         self._sb.put(self._p, off, size, value)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
 
     def store_once(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store_once", off, size, True)
         self._sb.put(self._p, off, size, value)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
 
     def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store_release", off, size, True)  # TSO: every store is a release
         self._sb.put(self._p, off, size, value)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
 
     def atomic_set(self, off: int, value: int) -> None:
         self._pt(self._p, "atomic_set", off, 4, True)
         self._sb.put(self._p, off, 4, value)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
 
     def _locked(self, op: str, off: int, size: int) -> None:
         sb = self._sb
@@ -201,13 +209,15 @@ class TsoMem(SchedMem):
     def cas(self, off: int, size: int, expected: int, desired: int, signed: bool = False, **kw: object) -> int:
         self._locked("cas", off, size)
         v = self._r.cas(off, size, expected, desired, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def xchg(self, off: int, size: int, value: int, signed: bool = False, **kw: object) -> int:
         self._locked("xchg", off, size)
         v = self._r.xchg(off, size, value, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def fetch_add(self, off: int, size: int, delta: int, signed: bool = False, **kw: object) -> int:
@@ -217,29 +227,34 @@ class TsoMem(SchedMem):
             return old
         self._locked("fetch_add", off, size)
         v = self._r.fetch_add(off, size, delta, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def fetch_or(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
         self._locked("fetch_or", off, size)
         v = self._r.fetch_or(off, size, mask, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def fetch_and(self, off: int, size: int, mask: int, signed: bool = False, **kw: object) -> int:
         self._locked("fetch_and", off, size)
         v = self._r.fetch_and(off, size, mask, signed, **kw)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def atomic_inc_not_zero(self, off: int) -> bool:
         self._locked("atomic_inc_not_zero", off, 4)
         v = self._r.atomic_inc_not_zero(off)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
         return v
 
     def smp_mb(self, site: str | None = None) -> None:
         if site is not None and site in self._sb.dropped:
             return
         self._pt(self._p, "smp_mb", 0, 0, False)
-        self._ok(self._p)
+        if self._ok is not None:
+            self._ok(self._p)
