@@ -97,6 +97,7 @@ def _explore_jobs(sec: dict) -> list[dict]:
     from ..explore.agree import allocator_cpu
     from ..explore.scenarios import SCENARIOS
     from ..explore.strategies import MAX_DEPTH, SAMPLING, STRATEGIES
+    from ..explore.tso import for_arch, parse_model
 
     configs = [_config(f"explore.configs[{i}]", c) for i, c in enumerate(_list("explore.configs", sec.get("configs"),
                                                                                  [{}]))]
@@ -145,6 +146,11 @@ def _explore_jobs(sec: dict) -> list[dict]:
             job["depth"] = depth
         if time_limit is not None:  # only when given: a job's identity is unchanged otherwise
             job["time_limit"] = time_limit
+        model = for_arch(model, cfg.arch)  # "arch": the port's own, per config
+        try:
+            parse_model(model)
+        except ValueError as e:
+            raise SpecError(f"explore.memory_models in {c}: {e}") from None
         if model != "sc":  # likewise: an sc job is the same job as before memory models
             job["memory_model"] = model
         jobs.append(job)
@@ -152,7 +158,7 @@ def _explore_jobs(sec: dict) -> list[dict]:
 
 
 def _memory_models(v: Any) -> list[str]:
-    """Each as explore --memory-model takes it ("sc", "tso", "tso/-zone_lock"), in its canonical spelling."""
+    """Each as explore --memory-model takes it ("sc", "tso", "tso/-zone_lock", "arch"), in its canonical spelling."""
     from ..explore.tso import model_name, parse_model
 
     out = []
@@ -160,7 +166,7 @@ def _memory_models(v: Any) -> list[str]:
         if not isinstance(m, str):
             raise SpecError(f"explore.memory_models[{i}]: want a string such as \"tso\", not {json.dumps(m)}")
         try:
-            name = model_name(*parse_model(m))
+            name = model_name(*parse_model(m, allow_arch=True))
         except ValueError as e:
             raise SpecError(f"explore.memory_models[{i}]: {e}") from None
         if name not in out:

@@ -36,12 +36,13 @@ from ..scratch import scratch_dir
 from ..statefile import claim
 from ..trace.export import trace_of_world
 from . import timeline as tl
+from .lkmm import choices_per_role
 from .scenario import Env, Scenario
 from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
 from .stop import Stop, Stopped, Watchdog, catching
 from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
-from .tso import model_name, parse_model
+from .tso import for_arch, model_name, parse_model
 from .validate import check_cpus, check_explore, check_replay, checks_of
 
 
@@ -313,9 +314,8 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
-    memory_model = model_name(*parse_model(model_name(memory_model, frozenset(drop_barriers))))
-    if memory_model.startswith("tso"):
-        nprocs *= 2  # and a store buffer per CPU
+    memory_model = model_name(*parse_model(model_name(for_arch(memory_model, cfg.arch), frozenset(drop_barriers))))
+    nprocs *= choices_per_role(parse_model(memory_model)[0])  # and store buffers' flushes
     strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
     if schedules is None and time_limit is None and strategy in SAMPLING:
         schedules = ENDLESS_DEFAULT

@@ -1,11 +1,13 @@
 """Which barriers carry the keyhole protocol: each ordering it relies on,
 dropped one at a time and explored, per memory model.
 
-Under sc nothing is reordered, so no barrier is needed there; under tso the
-barriers of emu.explore.tso.BARRIERS are the ones that order anything (the
-others TSO keeps by itself: KEPT_BY_TSO). A barrier is "needed" when the
-exploration without it finds a violation (its replay string reproduces it),
-"not needed" only when that exploration is complete and clean."""
+Under sc nothing is reordered, so no barrier is needed there; under tso and
+lkmm the barriers of emu.explore.tso.BARRIERS are dropped in turn (tso keeps
+spin_unlock's release by itself); UNORDERED are orderings the kernel puts no
+barrier on, which tso keeps and lkmm reorders in every exploration. A barrier
+is "needed" when the exploration without it finds a violation (its replay
+string reproduces it), "not needed" only when that exploration is complete
+and clean."""
 
 from __future__ import annotations
 
@@ -15,28 +17,43 @@ from ..kconfig import Config
 from .api import explore
 from .scenarios import SCENARIOS
 from .stop import Stop
-from .tso import BARRIERS, KEPT_BY_TSO
+from .tso import BARRIERS, DROPPABLE, MODELS, UNORDERED
 
 DEFAULT_SCENARIOS = ("pagetable-reuse", "stale-node")
 
 
-def row(name: str, cfg: Config, scenario: str, protocol: str = "keyhole",
-        time_limit: float | None = None, stop: Stop | None = None) -> dict:
-    """One barrier under tso over one scenario: needed, not needed, or unknown."""
-    r = explore(SCENARIOS[scenario], cfg, protocol=protocol, memory_model="tso", drop_barriers=(name,),
-                checks=(), time_limit=time_limit, stop=stop)
-    out = {"barrier": name, "site": BARRIERS[name][0], "orders": BARRIERS[name][1], "scenario": scenario,
-           "protocol": protocol, "sc": "not needed (sc reorders nothing)", "schedules": r.schedules_explored,
-           "lkmm": "not modelled yet"}
+def _verdict(r: object) -> tuple[str, str | None]:
+    """A cell's words and replay string from the exploration without the barrier."""
     if r.counterexample is not None:
         kinds = sorted({f.kind for f in r.counterexample.findings})
-        out.update(tso="NEEDED: " + ", ".join(kinds), replay=r.counterexample.schedule)
-    elif r.interrupted:
-        out.update(tso=f"unknown ({r.stopped})", replay=None)
-    elif r.complete:
-        out.update(tso=f"not needed (complete, {r.schedules_explored} schedules)", replay=None)
-    else:
-        out.update(tso=f"unknown (no violation in {r.schedules_explored} schedules, incomplete)", replay=None)
+        return "NEEDED: " + ", ".join(kinds), r.counterexample.schedule
+    if r.interrupted:
+        return f"unknown ({r.stopped})", None
+    if r.complete:
+        return f"not needed (complete, {r.schedules_explored} schedules)", None
+    return f"unknown (no violation in {r.schedules_explored} schedules, incomplete)", None
+
+
+def row(name: str, cfg: Config, scenario: str, protocol: str = "keyhole",
+        time_limit: float | None = None, stop: Stop | None = None) -> dict:
+    """One barrier over one scenario under tso and lkmm: needed, not needed, or unknown."""
+    out = {"barrier": name, "site": BARRIERS[name][0], "orders": BARRIERS[name][1], "scenario": scenario,
+           "protocol": protocol, "sc": "not needed (sc reorders nothing)", "schedules": {}, "replay": None,
+           "replays": {}}
+    for model in MODELS[1:]:
+        if name not in DROPPABLE[model]:
+            out[model] = f"not needed ({model} keeps this order)"
+            continue
+        if stop is not None and stop.reason is not None:
+            out[model] = f"unknown ({stop.reason})"
+            continue
+        r = explore(SCENARIOS[scenario], cfg, protocol=protocol, memory_model=model, drop_barriers=(name,),
+                    checks=(), time_limit=time_limit, stop=stop)
+        out[model], replay = _verdict(r)
+        out["schedules"][model] = r.schedules_explored
+        if replay:
+            out["replays"][model] = replay
+            out["replay"] = out["replay"] or replay
     return out
 
 
@@ -52,10 +69,11 @@ def table(cfg: Config, scenarios: tuple[str, ...] = DEFAULT_SCENARIOS, time_limi
         out.append(row(b, cfg, s, protocol, time_limit, stop))
         if progress is not None:
             progress(i + 1, len(cells))
-    for name, why in KEPT_BY_TSO.items():
+    for name, why in UNORDERED.items():
         out.append({"barrier": name, "site": name, "orders": why, "scenario": "-", "protocol": protocol,
                     "sc": "not needed (sc reorders nothing)", "tso": "not needed (tso keeps this order)",
-                    "lkmm": "not modelled yet", "schedules": 0, "replay": None})
+                    "lkmm": "no barrier: lkmm reorders it in every scenario's exploration",
+                    "schedules": {}, "replay": None, "replays": {}})
     return out
 
 
@@ -68,9 +86,9 @@ def text(rows: list[dict]) -> str:
     lines.append("")
     for name, (site, why) in BARRIERS.items():
         lines.append(f"{name}: in {site}; {why}")
-    lines += [f"{name}: {why}" for name, why in KEPT_BY_TSO.items()]
-    replays = [r for r in rows if r.get("replay")]
+    lines += [f"{name}: {why}" for name, why in UNORDERED.items()]
+    replays = [(r, m, x) for r in rows for m, x in r.get("replays", {}).items()]
     if replays:
         lines.append("")
-        lines += [f"replay ({r['barrier']} dropped, {r['scenario']}): ksm-emu replay {r['replay']}" for r in replays]
+        lines += [f"replay ({r['barrier']} dropped, {r['scenario']}, {m}): ksm-emu replay {x}" for r, m, x in replays]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from .dpor import Nondeterminism
 from .schedule import MAGIC, MAGIC_MODEL, ScheduleError
 from .stop import Stop, catching
 from .strategies import ENDLESS_DEFAULT, MAX_DEPTH, SAMPLING, STRATEGIES
-from .tso import BARRIERS, MODELS
+from .tso import BARRIERS, MODELS, for_arch, model_name, parse_model
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -49,15 +49,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--strategy", default="dpor", choices=STRATEGIES,
                    help="dpor (default: one schedule per equivalence class, complete), dfs (every "
                         "interleaving; --preemption-bound K), pct (--depth D, --seed S), random (--seed S)")
-    g.add_argument("--memory-model", default="sc", choices=MODELS,
-                   help="sc (default: one interleaving of every access) or tso (x86's store buffers: each "
-                        "CPU's stores reach memory later, flushes are scheduling choices of their own)")
+    g.add_argument("--memory-model", default="sc", choices=(*MODELS, "arch"),
+                   help="sc (default: one interleaving of every access), tso (x86's store buffers: each "
+                        "CPU's stores reach memory later, flushes are scheduling choices of their own) or lkmm "
+                        "(the kernel's model on the store side: stores to different words reach memory in any "
+                        "order the code's barriers allow; loads in order; docs/memory-models.md), or arch "
+                        "(the port's: tso for x86, s390x and sparc64; lkmm for ppc, arm and mips)")
     g.add_argument("--drop-barrier", action="append", default=[], choices=list(BARRIERS), metavar="NAME",
-                   help=f"with --memory-model tso: run that site without its barrier ({', '.join(BARRIERS)}); "
-                        "repeatable")
+                   help=f"with --memory-model tso or lkmm: run that site without its barrier "
+                        f"({', '.join(BARRIERS)}; spin_unlock under lkmm only); repeatable")
     g.add_argument("--barriers", action="store_true",
                    help="the table of which barriers the keyhole protocol needs: each dropped in turn, "
-                        "explored under tso over pagetable-reuse and stale-node (or --scenario's; "
+                        "explored under tso and lkmm over pagetable-reuse and stale-node (or --scenario's; "
                         "--time-limit per cell, default 60 s); exit 0")
     g.add_argument("--preemption-bound", type=number, metavar="K", help="dfs: at most K preemptions")
     g.add_argument("--depth", type=number, metavar="D", help="pct: the bug depth it aims at (default 3)")
@@ -127,11 +130,15 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--time-limit {args.time_limit}: want a positive number of seconds")
     if args.max_mem is not None and (not args.all or args.max_mem < 1):
         raise UserError("--max-mem goes with --all and wants a positive number of bytes")
-    if args.drop_barrier and args.memory_model != "tso":
-        raise UserError("--drop-barrier goes with --memory-model tso (sc reorders nothing: no barrier to drop)")
+    if args.drop_barrier and args.memory_model == "sc":
+        raise UserError("--drop-barrier goes with --memory-model tso or lkmm (sc reorders nothing: no barrier to drop)")
+    try:
+        parse_model(model_name(args.memory_model, frozenset(args.drop_barrier)), allow_arch=True)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if args.barriers and (args.all or args.drop_barrier or args.memory_model != "sc" or args.state or args.trace
                           or args.keep_going or args.minimize or args.strategy != "dpor"):
-        raise UserError("--barriers makes its own table (dpor, tso, each barrier dropped in turn); "
+        raise UserError("--barriers makes its own table (dpor, tso and lkmm, each barrier dropped in turn); "
                         "it takes --time-limit, --protocol and the config flags only")
     if args.all and (args.state or args.minimize or args.keep_going or args.trace):
         raise UserError("--all runs --scenario pagetable-reuse over the hazard matrix; "
@@ -223,6 +230,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.all:
         return _explore_all(args, cpus)
     cfg = config_from_args(args, kernel=args.kernel or KERNELS[-1])
+    args.memory_model = for_arch(args.memory_model, cfg.arch)  # "arch": the port's own model
+    try:
+        parse_model(model_name(args.memory_model, frozenset(args.drop_barrier)))
+    except ValueError as e:
+        raise UserError(str(e)) from None
     for role, cpu in cpus.items():
         if not 0 <= cpu < cfg.nr_cpus:
             raise UserError(f"--cpu {role}={cpu}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")

@@ -129,12 +129,12 @@ class Dpor(Strategy):
                 if x > vc[q]:
                     vc[q] = x
         vc[p] = own
-        pair = self._pair(p)
+        roles = self._roles()
         for j in cands:
             pj = stack[j].proc
             if pj == p:
                 continue
-            if pj == pair and independent(_memory(stack[j].fp), _memory(fp)):
+            if roles and pj % roles == p % roles and independent(_memory(stack[j].fp), _memory(fp)):
                 continue  # a store and its own flush, a fence and the flush it waited for: never reversed
             oj = stack[j].own
             if prev >= 0 and stack[prev].vc[pj] >= oj:
@@ -144,13 +144,11 @@ class Dpor(Strategy):
             self._race(j, i, p, vc)
         return vc, own
 
-    def _pair(self, p: int) -> int | None:
-        """Under tso, the other half of p's CPU: its store buffer, or the CPU of that buffer."""
+    def _roles(self) -> int:
+        """With store buffers, the number of roles n: choice c is then a step of CPU
+        c % n or of its buffer (tso: c = n + p; lkmm: one per word, emu.explore.lkmm)."""
         buffers = getattr(getattr(self, "runner", None), "buffers", None)
-        if buffers is None:
-            return None
-        n = self.runner.n
-        return p + n if p < n else p - n
+        return 0 if buffers is None else self.runner.n
 
     def end(self, steps: int = 0) -> None:
         """Pick the next branch: the deepest position with a CPU left in its

@@ -30,6 +30,7 @@ from ..check.kcsan import RaceDetector
 from ..findings import Kind
 from ..mm.kfunc import kernel_function
 from .access import GhostMem, SchedMem
+from .lkmm import WordBuffers, choices_per_role
 from .stop import Stop, Stopped
 from .tso import FENCED, STORES, StoreBuffers, TsoMem, parse_model
 
@@ -171,10 +172,12 @@ class Runner:
         self.shared_cpus = len(set(cpus)) < len(cpus)  # else every task may always run on its CPU
         self.error: str | None = None  # the traceback of a role's exception
         self.executing = False
-        # under TSO, choice n + p flushes the oldest store of p's buffer
+        # under tso, choice n + p flushes the oldest store of p's buffer; under lkmm
+        # n * (1 + slot) + p the oldest of p's stores to one word (emu.explore.lkmm)
         self.model = model
-        self.buffers = StoreBuffers(self, m.cfg.byte_order, dropped) if base == "tso" else None
-        self.nchoices = 2 * self.n if self.buffers else self.n
+        buffers = {"tso": StoreBuffers, "lkmm": WordBuffers}.get(base)
+        self.buffers = buffers(self, m.cfg.byte_order, dropped) if buffers else None
+        self.nchoices = choices_per_role(base) * self.n
 
     # -- one execution --------------------------------------------------------------
     def execute(self, strategy: Strategy, env: object, policy: str = "report",
@@ -222,7 +225,7 @@ class Runner:
             nxt = self._choose(None)
             while nxt is not None:
                 if nxt >= self.n:
-                    self._flush(nxt - self.n)
+                    self._flush(nxt)
                 else:
                     self.glets[nxt].switch()
                     if self.ending:
@@ -292,7 +295,7 @@ class Runner:
             self._close(p)
             q = self._choose(p)
             while q is not None and q >= self.n:  # a store buffer's flush: no CPU switch
-                self._flush(q - self.n)
+                self._flush(q)
                 q = self._choose(p)
         except Nondeterminism as e:  # the strategy's verdict on this execution: unwind it first
             self.fatal = e
@@ -361,11 +364,9 @@ class Runner:
         elif self.buffers is not None and op in STORES:  # into the store buffer, not memory
             b = self.buffers.next_slot(p)
             fp = [(b, b + 1, True)]
-        elif self.buffers is not None and op in FENCED:  # it waited for its last store's flush
+        elif self.buffers is not None and op in FENCED:  # it waited for its stores' flushes
             fp = [(off, off + size, write)]
-            b = self.buffers.last_slot(p)
-            if b is not None:
-                fp.append((b, b + 1, False))
+            fp += [(b, b + 1, False) for b in self.buffers.fence_reads(p)]
         else:
             fp = [(off, off + size, write)]
         vb = self.cpu_vb[p]
@@ -379,17 +380,18 @@ class Runner:
             self.recording.append(Step(len(self.choices) - 1, p, op, off, size,
                                        bytes(self.world.machine.mm[off:off + size]), function=kernel_function(2)))
 
-    def _flush(self, k: int) -> None:
-        """A step of CPU k's store buffer: its oldest store reaches memory."""
+    def _flush(self, choice: int) -> None:
+        """A step of a CPU's store buffer (choice n + k under tso: CPU k's): a store reaches memory."""
         i = len(self.choices) - 1
-        off, size, _ = self.buffers.head(k)
+        off, size = self.buffers.peek(choice)
         mm = self.world.machine.mm
         if self.recording is not None:
-            self.recording.append(Step(i, k, "flush", off, size, bytes(mm[off:off + size]), function="(store buffer)"))
-        fp = self.buffers.flush_one(k)
+            self.recording.append(Step(i, choice % self.n, "flush", off, size, bytes(mm[off:off + size]),
+                                       function="(store buffer)"))
+        fp = self.buffers.flush(choice)
         if self.recording is not None:
             self.recording[-1].after = bytes(mm[off:off + size])
-        self.strategy.on_step(i, self.n + k, fp)
+        self.strategy.on_step(i, choice, fp)
 
     def _close(self, p: int, ends: bool = False) -> None:
         vb = self.cpu_vb[p]
@@ -438,7 +440,7 @@ class Runner:
         waiting for its buffer), plus each non-empty store buffer's flush."""
         buffers = self.buffers
         if buffers is not None:  # a fence waits for its CPU's buffer to drain
-            ready = [q for q in ready if not (buffers.q[q] and self.pending[q][0] in FENCED)]
+            ready = [q for q in ready if not (buffers.nonempty(q) and self.pending[q][0] in FENCED)]
         enabled = [q for q in ready if self._may_run(q)] if self.shared_cpus else list(ready)
         if len(enabled) < len(ready):
             kept = {q for q in ready if q not in enabled}
@@ -450,11 +452,10 @@ class Runner:
         elif self.kept_off:
             self.kept_off = set()
         if buffers is not None:  # a non-empty store buffer may flush at any step
-            for k, queue in enumerate(buffers.q):
-                if queue:
-                    off, size, _ = queue[0]
-                    self.pending[self.n + k] = ("flush", off, size, True)
-                    enabled.append(self.n + k)
+            pending = self.pending
+            for c, off, size in buffers.flushable():
+                pending[c] = ("flush", off, size, True)
+                enabled.append(c)
         return enabled
 
     def _wake(self, q: int) -> bool:

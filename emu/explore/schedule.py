@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from ..kconfig import Config, ConfigError, ConfigRequest
+from .lkmm import choices_per_role
 from .tso import parse_model
 
 MAGIC = "ksmx1"
@@ -128,5 +129,5 @@ def decode(text: str, roles_of: dict[str, list[str]]) -> Schedule:
     if sorted(cpus) != sorted(roles):
         raise ScheduleError(f"the CPU assignment names {', '.join(cpus) or 'no role'}; scenario "
                             f"{scenario} has {', '.join(roles)}")
-    nchoices = len(roles) * (2 if parse_model(model)[0] == "tso" else 1)  # tso: a store buffer's flush per role too
+    nchoices = len(roles) * choices_per_role(parse_model(model)[0])  # and the store buffers' flushes
     return Schedule(scenario, protocol, cfg, cpus, decode_steps(steps, nchoices), model)

@@ -33,7 +33,7 @@ from .access import SchedMem
 if TYPE_CHECKING:
     from .sched import Runner
 
-MODELS = ("sc", "tso")
+MODELS = ("sc", "tso", "lkmm")
 # The orderings the keyhole path relies on that TSO keeps only by a barrier: a
 # name, where it is, and what it orders. Dropping one (`--drop-barrier`) runs
 # that site without it; the kernel functions named are the sites.
@@ -44,20 +44,38 @@ BARRIERS = {
                              "get_ksm_page's second page->mapping read comes after it"),
     "page_freeze_refs": ("page_freeze_refs", "reclaim's cmpxchg of _count to 0 is a full barrier: "
                          "the page's earlier stores are in memory when the count says free"),
+    "spin_unlock": ("spin_unlock", "spin_unlock is a release: the critical section's stores are in memory "
+                    "before the lock is seen free (tso keeps that order by itself)"),
 }
+# the barriers each model can drop: tso keeps a release's order by itself
+DROPPABLE = {"tso": ("zone_lock", "get_page_unless_zero", "page_freeze_refs"), "lkmm": tuple(BARRIERS)}
 # read-modify-writes x86 does without the lock prefix (2.6.33's __ticket_spin_unlock:
 # UNLOCK_LOCK_PREFIX is empty but for PPro errata): a load and an ordinary, buffered store
 UNLOCKED_RMW = frozenset(("spin_unlock",))
-# orderings TSO keeps whatever the code says (store->store, load->load, load->store)
-KEPT_BY_TSO = {
-    "spin_unlock": "spin_unlock's release: TSO never reorders a store with earlier accesses",
-    "set_page_refcounted": "the allocator's _count = 1 before its page->mapping store: stores stay in order",
+# orderings the kernel code puts no barrier on: TSO keeps them (stores stay in order), lkmm does not
+UNORDERED = {
+    "set_page_refcounted": "the allocator's _count = 1 and its page->mapping store: no barrier between them",
 }
 
 
-def parse_model(text: str) -> tuple[str, frozenset[str]]:
+# the model each port's hardware is closest to, as Linux runs it (memory-barriers.txt,
+# the arch barrier headers): x86, s390 and sparc64 (in TSO mode) order all but
+# store->load; ppc, arm and mips order next to nothing without barriers
+PORTS = {"i386": "tso", "x86_64": "tso", "s390x": "tso", "sparc64": "tso",
+         "arm": "lkmm", "ppc32": "lkmm", "ppc64": "lkmm", "mips64": "lkmm"}
+
+
+def for_arch(text: str, arch: object) -> str:
+    """"arch" (or "arch/-zone_lock") as the model of that arch's port (an Arch or its name)."""
+    base, sep, rest = text.partition("/")
+    return PORTS[getattr(arch, "name", arch)] + sep + rest if base == "arch" else text
+
+
+def parse_model(text: str, allow_arch: bool = False) -> tuple[str, frozenset[str]]:
     """"tso" or "tso/-zone_lock/-get_page_unless_zero": the model and the barriers dropped."""
     base, *drops = text.split("/")
+    if base == "arch" and allow_arch:  # resolved per config (for_arch); its drops are checked then
+        return base, frozenset(d[1:] for d in drops)
     if base not in MODELS:
         raise ValueError(f"unknown memory model {base!r}; choose from {', '.join(MODELS)}")
     names = set()
@@ -67,9 +85,14 @@ def parse_model(text: str) -> tuple[str, frozenset[str]]:
             raise ValueError(f"unknown barrier {d!r} in memory model {text!r}; the barriers: "
                              f"{', '.join('-' + b for b in BARRIERS)}")
         names.add(name)
-    if names and base != "tso":
-        raise ValueError(f"{text!r}: barriers are dropped under tso; sc orders everything anyway")
+    if names and base == "sc":
+        raise ValueError(f"{text!r}: barriers are dropped under tso or lkmm; sc orders everything anyway")
+    kept = sorted(names - set(DROPPABLE.get(base, ())))
+    if kept:
+        raise ValueError(f"{text!r}: {base} keeps {kept[0]}'s order without the barrier; "
+                         f"the barriers {base} can drop: {', '.join(DROPPABLE[base])}")
     return base, frozenset(names)
+
 
 
 def model_name(base: str, dropped: frozenset[str] | set[str] | tuple = ()) -> str:
@@ -104,14 +127,29 @@ class StoreBuffers:
         """The byte the store p is about to make writes."""
         return self.slot(p, self.stored[p] + 1)
 
-    def last_slot(self, p: int) -> int | None:
-        """The byte of p's latest store, which a fence of p waits to see flushed."""
-        return self.slot(p, self.stored[p]) if self.stored[p] else None
+    def nonempty(self, p: int) -> bool:
+        return bool(self.q[p])
 
-    def head(self, p: int) -> tuple[int, int, int]:
-        return self.q[p][0]
+    def fence_reads(self, p: int) -> list[int]:
+        """The byte of p's latest store, which a fence of p waits to see flushed (FIFO: all are)."""
+        return [self.slot(p, self.stored[p])] if self.stored[p] else []
 
-    def put(self, p: int, off: int, size: int, value: int) -> None:
+    def wmb(self, p: int) -> None:
+        """TSO keeps stores in order anyway."""
+
+    def flushable(self) -> list[tuple[int, int, int]]:
+        """(choice, off, size): choice n + p flushes the oldest store of p's buffer."""
+        n = self.run.n
+        return [(n + p, q[0][0], q[0][1]) for p, q in enumerate(self.q) if q]
+
+    def peek(self, choice: int) -> tuple[int, int]:
+        off, size, _ = self.q[choice - self.run.n][0]
+        return off, size
+
+    def flush(self, choice: int) -> list:
+        return self.flush_one(choice - self.run.n)
+
+    def put(self, p: int, off: int, size: int, value: int, release: bool = False) -> None:
         if not -(1 << 8 * size - 1) <= value < 1 << 8 * size:  # as the accessor refuses it, not cut to fit
             raise OverflowError(f"{value} does not fit a {size}-byte field")
         self.q[p].append((off, size, value & ((1 << 8 * size) - 1)))
@@ -189,7 +227,10 @@ class TsoMem(SchedMem):
 
     def store_release(self, off: int, size: int, value: int, **kw: object) -> None:
         self._pt(self._p, "store_release", off, size, True)  # TSO: every store is a release
-        self._sb.put(self._p, off, size, value)
+        sb = self._sb
+        sb.put(self._p, off, size, value, release=not (
+            "spin_unlock" in sb.dropped and "spin_unlock" in (sys._getframe(1).f_code.co_name,
+                                                              sys._getframe(2).f_code.co_name)))
         if self._ok is not None:
             self._ok(self._p)
 
@@ -202,7 +243,7 @@ class TsoMem(SchedMem):
     def _locked(self, op: str, off: int, size: int) -> None:
         sb = self._sb
         if sb.dropped and sys._getframe(2).f_code.co_name in sb.dropped \
-                and not any(o < off + size and off < o + s for o, s, _ in sb.q[self._p]):
+                and not any(o < off + size and off < o + s for o, s, *_ in sb.q[self._p]):
             op += "_relaxed"  # its barrier dropped: older stores of this CPU may stay buffered
         self._pt(self._p, op, off, size, True)  # FENCED: runs once the buffer is empty
 
@@ -251,6 +292,10 @@ class TsoMem(SchedMem):
         if self._ok is not None:
             self._ok(self._p)
         return v
+
+    def smp_wmb(self) -> None:
+        self._sb.wmb(self._p)
+        self._fence(self._p, "smp_wmb")
 
     def smp_mb(self, site: str | None = None) -> None:
         if site is not None and site in self._sb.dropped:

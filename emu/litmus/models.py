@@ -1,10 +1,11 @@
-"""Run a litmus test under a memory model: sc, tso or lkmm.
+"""Run a litmus test under a memory model: sc, tso, lkmm, or explore-lkmm
+(what `ksm-emu explore --memory-model lkmm` runs: LKMM's store side).
 
     outcome = run(parse_file("tests/litmus/kernel/SB+poonceonces.litmus"), "tso")
     outcome.verdict.observation        # "Sometimes": TSO allows (0,0)
     outcome.states                     # [(final state, executions ending in it), ...]
 
-sc and tso are operational (emu.litmus.operational), lkmm axiomatic
+sc, tso and explore-lkmm are operational (emu.litmus.operational), lkmm axiomatic
 (emu.litmus.lkmm); all three run the same per-process semantics
 (emu.litmus.events) and count executions as herd7 does: one per distinct
 execution graph.  Byte order is the machine's, chosen by `endian`.
@@ -20,7 +21,7 @@ from .ast import Addr, LitmusTest, Loc
 from .cond import Verdict, eval_prop, judge
 from .events import Layout, walk
 
-MODELS = ("sc", "tso", "lkmm")
+MODELS = ("sc", "tso", "lkmm", "explore-lkmm")
 
 State = dict[str, object]
 

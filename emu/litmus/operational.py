@@ -23,6 +23,11 @@ TSO (Sewell et al., CACM 2010; Linux's x86, and sparc64 as Linux runs it):
   goes through the buffer and does not drain it;
 - smp_rmb, smp_wmb, acquire/release and the smp_mb__* fences are compiler
   barriers on x86: no effect.
+explore-lkmm (the explorer's lkmm, emu.explore.lkmm): the same buffers, but
+a store may reach memory before older ones of its CPU unless they write one
+location, an smp_wmb() lies between them, or it is a release (spin_unlock,
+smp_store_release, a _release RMW's write), which follows every older store;
+smp_mb() and every RMW instruction drain as under tso; loads stay in order.
 A lock operation whose read cannot see the value it needs (spin_lock on a
 held lock) is not enabled; a state where nothing is enabled before every
 process ends is a deadlock and yields no execution (herd's DEADLOCK).
@@ -52,12 +57,13 @@ _LOCKED_READS = ("LKR", "LF")
 
 
 class Machine:
-    """Explores every execution of `test` under sc (tso=False) or tso."""
+    """Explores every execution of `test` under sc, tso or explore-lkmm."""
 
-    def __init__(self, test: LitmusTest, layout: Layout, tso: bool) -> None:
+    def __init__(self, test: LitmusTest, layout: Layout, model: str) -> None:
         self.test = test
         self.layout = layout
-        self.tso = tso
+        self.tso = model in ("tso", "explore-lkmm")  # store buffers
+        self.relaxed = model == "explore-lkmm"  # ... whose stores may pass each other
         self.seen: set[object] = set()
         self.executions: dict[object, dict[str, object]] = {}
 
@@ -81,7 +87,7 @@ class Machine:
                     if nxt is not None:
                         yield _with(runs, i, nxt), mem, bufs, rf, co
                 return
-        key = (tuple(r.history for r in runs), tuple(tuple(e.id for e in b) for b in bufs), rf,
+        key = (tuple(r.history for r in runs), tuple(tuple(e and e.id for e, _ in b) for b in bufs), rf,
                tuple(sorted(co.items())))
         if key in self.seen:
             return
@@ -98,10 +104,12 @@ class Machine:
                 yield succ
         if self.tso:
             for i, b in enumerate(bufs):
-                if b:
+                for k in (range(len(b)) if self.relaxed else range(min(1, len(b)))):
+                    if k and not _may_pass(b, k):
+                        continue
                     moved = True
-                    m2, co2 = self._write(mem, co, i, b[0])
-                    yield runs, m2, _with(bufs, i, b[1:]), rf, co2
+                    m2, co2 = self._write(mem, co, i, b[k][0])
+                    yield runs, m2, _with(bufs, i, _strip(b[:k] + b[k + 1:])), rf, co2
         if not moved and all(r.done for r in runs):
             self._record(runs, mem, rf, co)
 
@@ -127,9 +135,11 @@ class Machine:
         nxt = _step(r, None)
         if nxt is None:
             return None
+        if a.kind == "F" and a.annot == "smp_wmb" and self.relaxed:
+            return _with(runs, i, nxt), mem, _with(bufs, i, _strip(bufs[i] + (_WMB,))), rf, co
         if a.kind == "W":
             if self.tso and not drains:
-                return _with(runs, i, nxt), mem, _with(bufs, i, bufs[i] + (a,)), rf, co
+                return _with(runs, i, nxt), mem, _with(bufs, i, bufs[i] + ((a, a.annot == "release"),)), rf, co
             mem, co = self._write(mem, co, i, a)
         return _with(runs, i, nxt), mem, bufs, rf, co
 
@@ -140,8 +150,8 @@ class Machine:
             cell = (a.loc, a.off + k)
             got = mem[cell]
             if self.tso:  # store forwarding: the newest of my own buffered stores to this byte
-                for w in reversed(bufs[i]):
-                    if w.loc == cell[0] and w.off <= cell[1] < w.off + w.size:
+                for w, _ in reversed(bufs[i]):
+                    if w is not None and w.loc == cell[0] and w.off <= cell[1] < w.off + w.size:
                         got = (w.value[cell[1] - w.off], (i, w.id))
                         break
             data.append(got[0])
@@ -178,5 +188,28 @@ def _step(r: ThreadRun, reply: object) -> ThreadRun | None:
 
 
 def executions(test: LitmusTest, layout: Layout, model: str) -> list[dict[str, object]]:
-    """The final state of every execution of `test` under "sc" or "tso"."""
-    return Machine(test, layout, tso=(model == "tso")).run()
+    """The final state of every execution of `test` under "sc", "tso" or "explore-lkmm"."""
+    return Machine(test, layout, model).run()
+
+
+_WMB = (None, False)  # an smp_wmb() in a buffer (explore-lkmm): stores after it wait for those before
+
+
+def _strip(buf: tuple) -> tuple:
+    """Without the smp_wmb()s that no older store is left for."""
+    k = 0
+    while k < len(buf) and buf[k][0] is None:
+        k += 1
+    return buf[k:]
+
+
+def _may_pass(buf: tuple, k: int) -> bool:
+    """Whether buffered store k may reach memory before the older entries:
+    none to its location, no smp_wmb between, and it is no release."""
+    w, release = buf[k]
+    if w is None or release:
+        return False
+    for v, _ in buf[:k]:
+        if v is None or v.loc == w.loc:
+            return False
+    return True

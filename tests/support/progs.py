@@ -74,6 +74,11 @@ class Store(NamedTuple):
     rel: int
     size: int
     val: int
+    release: bool = False  # smp_store_release
+
+
+class Wmb(NamedTuple):
+    """smp_wmb()."""
 
 
 class FetchAdd(NamedTuple):
@@ -172,7 +177,9 @@ def _show(ops: tuple, locks: tuple, depth: int) -> list[str]:
         if isinstance(op, Load):
             out.append(f"{pad}r = load{op.size} {_loc(op)}")
         elif isinstance(op, Store):
-            out.append(f"{pad}store{op.size} {_loc(op)} = {op.val:#x}")
+            out.append(f"{pad}store{'_release' if op.release else ''}{op.size} {_loc(op)} = {op.val:#x}")
+        elif isinstance(op, Wmb):
+            out.append(f"{pad}smp_wmb")
         elif isinstance(op, FetchAdd):
             out.append(f"{pad}r = fetch_add{op.size} {_loc(op)} += {op.delta}")
         elif isinstance(op, Xchg):
@@ -231,7 +238,9 @@ class _Role:
             if isinstance(op, Load):
                 self.note(a.load(self.off(op), op.size))
             elif isinstance(op, Store):
-                a.store(self.off(op), op.size, op.val)
+                (a.store_release if op.release else a.store)(self.off(op), op.size, op.val)
+            elif isinstance(op, Wmb):
+                a.smp_wmb()
             elif isinstance(op, FetchAdd):
                 self.note(a.fetch_add(self.off(op), op.size, op.delta))
             elif isinstance(op, Xchg):
@@ -614,9 +623,14 @@ class Params:
     # without locks and with them (which block most of them)
     max_interleavings: tuple = (1500, 4500)
     max_debug_interleavings: int = 600  # DEBUG_SPINLOCK's: nothing blocks there
+    # barriers (for the weak models; 0 draws no random number, so sc's programs stay as they were)
+    p_wmb: float = 0.0  # an op is smp_wmb()
+    p_release: float = 0.0  # a store is smp_store_release
 
 
 PARAMS = Params()
+# under lkmm: smp_wmb and release stores, the orderings its store buffers obey
+BARRIER_PARAMS = Params(p_wmb=0.15, p_release=0.3)
 
 
 # steps of a lock and unlock, and of a successful trylock and unlock, without contention
@@ -633,7 +647,7 @@ def _steps(ops: tuple, prog: Prog) -> int:
         elif isinstance(op, (Locked, TryLocked)):
             spin = prog.locks[op.lock] == "spin"
             n += _steps(op.body, prog) + (_SPIN_STEPS[prog.config][isinstance(op, TryLocked)] if spin else 2)
-        else:
+        elif not isinstance(op, Wmb):  # a barrier is no scheduling point
             n += 1
     return n
 
@@ -699,6 +713,8 @@ def _draw(rng: random.Random, params: Params) -> Prog:
                 return peek()
             if r < 0.24:
                 return Contended(held if held is not None else rng.randrange(len(locks)))
+        if params.p_wmb and rng.random() < params.p_wmb:
+            return Wmb()
         kind = rng.choices(["load", "store", "fadd", "xchg", "cas"], [4, 4, 2, 1, 2])[0]
         w, rel, size = loc()
         if kind == "load":
@@ -706,7 +722,7 @@ def _draw(rng: random.Random, params: Params) -> Prog:
         if kind == "store":
             v = val(me)
             stored.append(v)
-            return Store(w, rel, size, v)
+            return Store(w, rel, size, v, bool(params.p_release) and rng.random() < params.p_release)
         if kind == "fadd":
             return FetchAdd(w, rel, size, 1)
         if kind == "xchg":
@@ -795,6 +811,8 @@ def _smaller_ops(ops: tuple):
                     + ops[i + 1:]
             if isinstance(op, FetchAdd):
                 yield ops[:i] + (Load(op.w, op.rel, op.size),) + ops[i + 1:]
+            if isinstance(op, Store) and op.release:
+                yield ops[:i] + (op._replace(release=False),) + ops[i + 1:]
 
 
 def _used_locks(ops: tuple, acc: set) -> set:
@@ -863,13 +881,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--shrink", action="store_true")
-    ap.add_argument("--model", default="sc", help="the memory model: sc (default) or tso")
+    ap.add_argument("--model", default="sc", help="the memory model: sc (default), tso, or lkmm "
+                    "(whose programs have smp_wmb and release stores too)")
     ap.add_argument("seeds", type=int, nargs="+")
     args = ap.parse_args(argv)
     bad = 0
     for seed in args.seeds:
         try:
-            v = compare(replace(random_prog(random.Random(seed)), model=args.model), 20000)
+            params = BARRIER_PARAMS if args.model == "lkmm" else PARAMS
+            v = compare(replace(random_prog(random.Random(seed), params), model=args.model), 20000)
         except TooBig as e:
             print(f"seed {seed}: skipped, {e} for brute force\n")
             continue
