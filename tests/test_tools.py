@@ -56,10 +56,11 @@ def test_bench_explore_json():
     from emu.explore.scenarios import SCENARIOS
 
     assert [m["scenario"] for m in d["models"]] == list(SCENARIOS)
-    for m in d["models"]:  # each model explored, tso against sc in the same run
-        assert m["sc"]["schedules"] >= 1 and m["tso"]["schedules"] >= 1
-        assert m["tso_over_sc_steps_per_s"] == round(m["tso"]["steps_per_s"] / m["sc"]["steps_per_s"], 2)
-    assert [x["model"] for x in d["litmus"]] == ["sc", "tso", "lkmm"]
+    for m in d["models"]:  # each model explored, tso and lkmm against sc in the same run
+        for w in ("tso", "lkmm"):
+            assert m["sc"]["schedules"] >= 1 and m[w]["schedules"] >= 1
+            assert m[f"{w}_over_sc_steps_per_s"] == round(m[w]["steps_per_s"] / m["sc"]["steps_per_s"], 2)
+    assert [x["model"] for x in d["litmus"]] == ["sc", "tso", "lkmm", "explore-lkmm"]
     assert all(x["files"] > 50 and x["seconds"] > 0 for x in d["litmus"])
     assert d["litmus"][2]["disagree"] == 0  # the Result lines are LKMM's: sc and tso differ on some
 

@@ -15,7 +15,7 @@
 4. PCT (depth 3) on stale-node with keyhole-no-recheck: schedules to the
    violation for seeds 0..9.
 5. per memory model (tools/bench_models.py): each built-in scenario under sc
-   and tso, schedules and steps/s, tso as ratios to sc; with --baseline DIR
+   tso and lkmm, schedules and steps/s, as ratios to sc; with --baseline DIR
    (a checkout of the revision before the memory models, extensions built)
    sc there too, side by side (the goal: sc within 10% of before).
 6. the litmus suite (tools/bench_litmus.py): its total time per model.

@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("\n")
         return 0
     print(f"litmus suite: {len(files)} files under {args.dir} ({args.endian}-endian)")
-    print(f"{'model':6} {'total s':>8} {'executions':>11} {'agree':>6} {'disagree':>9} {'unsupported':>12}")
+    print(f"{'model':12} {'total s':>8} {'executions':>11} {'agree':>6} {'disagree':>9} {'unsupported':>12}")
     for r in rows:
-        print(f"{r['model']:6} {r['seconds']:8.2f} {r['executions']:11} {r['agree']:6} {r['disagree']:9} "
+        print(f"{r['model']:12} {r['seconds']:8.2f} {r['executions']:11} {r['agree']:6} {r['disagree']:9} "
               f"{r['unsupported']:12}")
     for r in rows:
         if r["disagreeing"]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark explore per memory model: for each built-in scenario, DPOR under
-sc and under tso (keyhole, no checkers): schedules, steps, steps/s, and
-whether the search completed within the time cap; tso's figures as ratios to
-sc's, measured in the same run.
+sc, tso and lkmm (keyhole, no checkers): schedules, steps, steps/s, and
+whether the search completed within the time cap; tso's and lkmm's figures
+as ratios to sc's, measured in the same run.
 
 With --baseline DIR (another checkout of ksm-emu with its extensions built,
 e.g. the revision before the memory models), the sc cells are also run there,
@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+WEAK = ("tso", "lkmm")
 CELL = """
 import json, sys, time
 from emu.explore import explore
@@ -47,15 +48,16 @@ def cell(root: Path, scenario: str, model: str, limit: float) -> dict:
 
 
 def model_rows(names: list[str], limit: float, baseline: Path | None = None) -> list[dict]:
-    """Per scenario: sc and tso here, and sc in `baseline` if given."""
+    """Per scenario: sc, tso and lkmm here, and sc in `baseline` if given."""
     rows = []
     for name in names:
         sc = cell(ROOT, name, "sc", limit)
-        tso = cell(ROOT, name, "tso", limit)
-        row = {"scenario": name, "sc": sc, "tso": tso,
-               "tso_over_sc_schedules": round(tso["schedules"] / sc["schedules"], 2) if sc["schedules"] else None,
-               "tso_over_sc_steps_per_s": round(tso["steps_per_s"] / sc["steps_per_s"], 2)
-               if sc["steps_per_s"] else None}
+        row = {"scenario": name, "sc": sc}
+        for m in WEAK:
+            c = row[m] = cell(ROOT, name, m, limit)
+            row[f"{m}_over_sc_schedules"] = round(c["schedules"] / sc["schedules"], 2) if sc["schedules"] else None
+            row[f"{m}_over_sc_steps_per_s"] = (round(c["steps_per_s"] / sc["steps_per_s"], 2)
+                                               if sc["steps_per_s"] else None)
         if baseline is not None:
             before = cell(baseline.resolve(), name, "sc", limit)
             row["sc_before"] = before
@@ -69,12 +71,13 @@ def print_rows(rows: list[dict], limit: float) -> None:
     def fmt(c: dict) -> str:
         return f"{c['schedules']:>7} {c['steps_per_s']:>8,} {'yes' if c['complete'] else 'no':>3}"
     before = any("sc_before" in r for r in rows)
-    head = f"{'scenario':16} {'sc: sched':>9} {'steps/s':>8} {'done':>4}   {'tso: sched':>10} {'steps/s':>8} {'done':>4}"
+    head = f"{'scenario':16} {'sc: sched':>9} {'steps/s':>8} {'done':>4}" + "".join(
+        f"   {m + ': sched':>10} {'steps/s':>8} {'done':>4}" for m in WEAK)
     if before:
         head += f"   {'sc before':>9} {'steps/s':>8} {'after/before':>12}"
     print(head)
     for r in rows:
-        line = f"{r['scenario']:16} {fmt(r['sc'])}    {fmt(r['tso'])}"
+        line = f"{r['scenario']:16} {fmt(r['sc'])}" + "".join(f"    {fmt(r[m])}" for m in WEAK)
         if before:
             line += f"    {fmt(r['sc_before'])} {r['sc_after_over_before_steps_per_s']:>12}"
         print(line)

@@ -53,6 +53,11 @@ def _memory(fp: list) -> list:
     return [a for a in fp if a[0] > SLOTS_BELOW]
 
 
+def _at(vc: list[int], q: int) -> int:
+    """A vector clock's entry for q (0 past its end: clocks grow with the choices seen)."""
+    return vc[q] if q < len(vc) else 0
+
+
 def independent(a: list, b: list) -> bool:
     for lo, hi, w in a:
         for lo2, hi2, w2 in b:
@@ -121,13 +126,18 @@ class Dpor(Strategy):
             vc = list(stack[prev].vc)
             own = stack[prev].own + 1
         else:
-            vc = [0] * self.n
+            vc = []  # grown to the highest choice it orders after
             own = 1
         cands = self._conflicts(fp)
         for j in cands:
-            for q, x in enumerate(stack[j].vc):
+            other = stack[j].vc
+            if len(other) > len(vc):  # clocks grow as store buffers' choices appear (n * (1 + slot) + p)
+                vc.extend([0] * (len(other) - len(vc)))
+            for q, x in enumerate(other):
                 if x > vc[q]:
                     vc[q] = x
+        if p >= len(vc):
+            vc.extend([0] * (p + 1 - len(vc)))
         vc[p] = own
         roles = self._roles()
         for j in cands:
@@ -137,9 +147,9 @@ class Dpor(Strategy):
             if roles and pj % roles == p % roles and independent(_memory(stack[j].fp), _memory(fp)):
                 continue  # a store and its own flush, a fence and the flush it waited for: never reversed
             oj = stack[j].own
-            if prev >= 0 and stack[prev].vc[pj] >= oj:
+            if prev >= 0 and _at(stack[prev].vc, pj) >= oj:
                 continue
-            if any(k != j and stack[k].vc[pj] >= oj for k in cands):
+            if any(k != j and _at(stack[k].vc, pj) >= oj for k in cands):
                 continue
             self._race(j, i, p, vc)
         return vc, own
@@ -205,14 +215,14 @@ class Dpor(Strategy):
         for k in range(j + 1, i + 1):
             if k < i:
                 s = stack[k]
-                if s.vc[pj] >= oj:
+                if _at(s.vc, pj) >= oj:
                     continue  # happens after e': not in v
                 q, vc, own = s.proc, s.vc, s.own
             else:
                 q, vc, own = pi, vci, vci[pi]
             if q in first:
                 continue
-            if not any(vc[r] >= o for r, o in first.items()):
+            if not any(_at(vc, r) >= o for r, o in first.items()):
                 initials.add(q)
             first[q] = own
             if len(first) == self.n:

@@ -67,6 +67,7 @@ class WordBuffers:
         self.before: list[tuple[int, ...]] = [() for _ in range(n)]  # ... and the group before that wmb
         self.since_fence: list[list[int]] = [[] for _ in range(n)]
         self.pending: list[set[int]] = [set() for _ in range(n)]
+        self._heads: list | None = []  # flushable()'s answer until the buffers change
 
     def slot(self, p: int, k: int) -> int:
         """The virtual byte of CPU p's k-th store (1-based), as under tso."""
@@ -113,10 +114,13 @@ class WordBuffers:
         self.current[p].append(seq)
         self.since_fence[p].append(seq)
         self.pending[p].add(seq)
+        self._heads = None
 
     def flushable(self) -> list[tuple[int, int, int]]:
         """(choice, off, size) of every FIFO's oldest store that may reach memory now."""
-        out = []
+        if self._heads is not None:
+            return self._heads
+        out = self._heads = []
         n = self.n
         for p in range(n):
             if not self.q[p]:
@@ -138,6 +142,7 @@ class WordBuffers:
         off, size, value, seq, _ = e = self.fifo[p][slot].pop(0)
         self.q[p].remove(e)
         self.pending[p].discard(seq)
+        self._heads = None
         self.run.kmem.store(off, size, value)
         b = self.slot(p, seq)
         return [(off, off + size, True), (b, b + 1, True),

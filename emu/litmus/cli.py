@@ -41,11 +41,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "test's final states with their execution counts, Ok/No, herd7's verdict word\n"
                     "(Never, Sometimes, Always) and whether it agrees with the file's Result line.\n"
                     "lkmm checks linux-kernel.cat on every candidate execution; sc runs every\n"
-                    "interleaving; tso adds x86's store buffers (docs/memory-models.md).",
+                    "interleaving; tso adds x86's store buffers; explore-lkmm is what `ksm-emu explore\n"
+                    "--memory-model lkmm` runs: stores reordered as barriers allow, loads in order\n"
+                    "(docs/memory-models.md).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE.litmus", help="litmus tests to run")
     p.add_argument("--model", default="lkmm", choices=MODELS,
-                   help="sc, tso or lkmm (default lkmm: the Result lines are herd7's under LKMM)")
+                   help="sc, tso, lkmm or explore-lkmm (default lkmm: the Result lines are herd7's under LKMM)")
     p.add_argument("--arch", default="x86_64", choices=list(ARCHES), metavar="ARCH",
                    help=f"the machine whose byte order mixed-size tests use: {', '.join(ARCHES)} "
                         "(default x86_64, little-endian; the model is --model's whatever the arch)")
