@@ -11,6 +11,8 @@ import glob
 import json
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -229,3 +231,53 @@ def test_a_dropped_barrier_under_lkmm_is_found_and_replays():
     assert [f["kind"] for f in again.findings] == [f["kind"] for f in cx.findings]
     assert json.dumps(again.timeline) == json.dumps(cx.timeline)
     assert any("flush" in json.dumps(s) for s in cx.timeline)
+
+
+# -- the port's own model, and the flags' errors ---------------------------------------------------
+EMU = [sys.executable, "-m", "emu.cli"]
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.mark.parametrize("arch, want", [("x86_64", "tso"), ("s390x", "tso"), ("ppc64", "lkmm"), ("arm", "lkmm")])
+def test_arch_is_the_ports_model(arch, want):
+    sc = SCENARIOS["pagetable-reuse"]
+    assert explore(sc, resolve(arch=arch), memory_model="arch", checks=(), schedules=1).memory_model == want
+    r = explore(sc, resolve(arch=arch), memory_model="arch", drop_barriers=("zone_lock",), checks=(), schedules=1)
+    assert r.memory_model == f"{want}/-zone_lock"
+
+
+def test_arch_on_the_command_line_and_in_a_campaign(tmp_path):
+    r = subprocess.run([*EMU, "explore", "--memory-model", "arch", "--arch", "ppc64", "--scenario", "pagetable-reuse",
+                        "--checks", "none", "--json"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["memory_model"] == "lkmm", r.stderr
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"explore": {"configs": [{"arch": "x86_64"}, {"arch": "ppc64"}],
+                                            "scenarios": ["pagetable-reuse"], "memory_models": ["arch"]}}))
+    r = subprocess.run([*EMU, "campaign", str(spec), "--out", str(tmp_path / "out.jsonl"), "--no-progress"],
+                       capture_output=True, text=True, env=ENV, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    models = {json.loads(line)["job"]["config"]["arch"]: json.loads(line)["job"]["memory_model"]
+              for line in (tmp_path / "out.jsonl").read_text().splitlines()}
+    assert models == {"x86_64": "tso", "ppc64": "lkmm"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["explore", "--memory-model", "tso", "--drop-barrier", "spin_unlock"], "tso keeps spin_unlock's order"),
+    (["explore", "--memory-model", "arch", "--drop-barrier", "spin_unlock"], "tso keeps spin_unlock's order"),
+    (["replay", "ksmx2:stale-node:keyhole:x86_64/2.6.33:arch:ksmd=0,reclaim=1,allocator=2:0x3"],
+     "unknown memory model 'arch'"),
+])
+def test_model_flag_errors(argv, message, tmp_path):
+    r = subprocess.run([*EMU, *argv], capture_output=True, text=True, env=ENV, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_campaign_with_a_drop_its_model_keeps_is_refused(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"explore": {"configs": [{"arch": "x86_64"}], "scenarios": ["pagetable-reuse"],
+                                            "memory_models": ["arch/-spin_unlock"]}}))
+    r = subprocess.run([*EMU, "campaign", str(spec), "--out", str(tmp_path / "out.jsonl")],
+                       capture_output=True, text=True, env=ENV, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "tso keeps spin_unlock's order" in r.stderr and r.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]

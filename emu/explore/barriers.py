@@ -87,6 +87,9 @@ def text(rows: list[dict]) -> str:
     for name, (site, why) in BARRIERS.items():
         lines.append(f"{name}: in {site}; {why}")
     lines += [f"{name}: {why}" for name, why in UNORDERED.items()]
+    lines.append("lkmm here is the explorer's: stores reordered as LKMM allows, loads in order, so a barrier "
+                 "is tested for the stores it orders, not for a later read it keeps from going early "
+                 "(docs/memory-models.md)")
     replays = [(r, m, x) for r in rows for m, x in r.get("replays", {}).items()]
     if replays:
         lines.append("")
