@@ -35,6 +35,9 @@ from .stop import Stop, Stopped
 from .tso import FENCED, STORES, StoreBuffers, TsoMem, parse_model
 
 START = ("start", 0, 0, False)
+RMWS = frozenset(("cas", "xchg", "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero", "cas_relaxed",
+                  "xchg_relaxed", "fetch_add_relaxed", "fetch_or_relaxed", "fetch_and_relaxed",
+                  "atomic_inc_not_zero_relaxed"))
 
 
 
@@ -163,6 +166,7 @@ class Runner:
             self._inside[a:b] = b"\1" * max(0, b - a)
         self._inside_end = len(self._inside) << 3
         self._snap = bytes(m.mm[self._lo:m.size])
+        self._mm = m.mm
         self.recording: list[Step] | None = None
         self.preemptible = bool(m.cfg.options.get("PREEMPT"))
         cpus = [p.cpu for p in procs]
@@ -204,6 +208,7 @@ class Runner:
         self.choices = []
         self.kept_off = set()
         self.fp: list = []
+        self.rmw: tuple | None = None
         self.outcome: str | None = None
         self.error = None
         self.fatal: BaseException | None = None
@@ -376,6 +381,9 @@ class Runner:
             fp.append((vb, vb + 1, self.took and not self.preemptible))
             self.pc0 = self.ctxs[p].preempt_count
         self.fp = fp
+        # an RMW that leaves a byte as it was only read it (a failed cmpxchg, xadd's
+        # low bytes, a bit already set): _close classifies its bytes by what it did
+        self.rmw = (off, size, self._mm[off:off + size]) if write and op in RMWS else None
         if self.recording is not None:
             self.recording.append(Step(len(self.choices) - 1, p, op, off, size,
                                        bytes(self.world.machine.mm[off:off + size]), function=kernel_function(2)))
@@ -394,6 +402,8 @@ class Runner:
         self.strategy.on_step(i, choice, fp)
 
     def _close(self, p: int, ends: bool = False) -> None:
+        if self.rmw is not None:
+            self._rmw_footprint()
         vb = self.cpu_vb[p]
         pc = self.ctxs[p].preempt_count
         if vb is not None and (
@@ -404,6 +414,23 @@ class Runner:
             s = self.recording[-1]
             s.after = bytes(self.world.machine.mm[s.off:s.off + s.size])
         self.strategy.on_step(len(self.choices) - 1, p, self.fp)
+
+    def _rmw_footprint(self) -> None:
+        """The RMW's access as what it did to each byte: the runs it changed are
+        writes, the rest reads. Sound for DPOR: which bytes change is a function
+        of the bytes it read, which no step independent of it can change."""
+        off, size, before = self.rmw
+        self.rmw = None
+        after = self._mm[off:off + size]
+        if after == before:
+            self.fp[0] = (off, off + size, False)
+            return
+        parts, lo = [], 0
+        for k in range(1, size + 1):
+            if k == size or (after[k] != before[k]) != (after[lo] != before[lo]):
+                parts.append((off + lo, off + k, after[lo] != before[lo]))
+                lo = k
+        self.fp[0:1] = parts
 
     def _choose(self, current: int | None) -> int | None:
         finished, guard, buffers = self.finished, self.guard, self.buffers
