@@ -301,10 +301,13 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     violation does. With `trace`, `Result.trace` is the Chrome trace of the
     first counterexample or, with none, of the first schedule, replayed.
 
-    `memory_model`: "sc" (one interleaving of every access) or "tso" (x86's
+    `memory_model`: "sc" (one interleaving of every access), "tso" (x86's
     store buffers: a CPU's stores reach memory later, as scheduling choices of
-    their own; emu.explore.tso). `drop_barriers` (tso only): names of
-    emu.explore.tso.BARRIERS, each site then run without its barrier.
+    their own; emu.explore.tso), "lkmm" (stores to different words also pass
+    each other unless smp_wmb, a release or a full barrier orders them; loads
+    in order; emu.explore.lkmm) or "arch" (the port's: emu.explore.tso.PORTS).
+    `drop_barriers` (tso, lkmm): names of emu.explore.tso.BARRIERS, each site
+    then run without its barrier.
 
     `stop`: the caller's way to end it early (`Stop.request`); the Result
     says why in `stopped`. Without one, Ctrl-C (in the main thread) ends the

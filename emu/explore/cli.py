@@ -51,9 +51,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "interleaving; --preemption-bound K), pct (--depth D, --seed S), random (--seed S)")
     g.add_argument("--memory-model", default="sc", choices=(*MODELS, "arch"),
                    help="sc (default: one interleaving of every access), tso (x86's store buffers: each "
-                        "CPU's stores reach memory later, flushes are scheduling choices of their own) or lkmm "
+                        "CPU's stores reach memory later, flushes are scheduling choices of their own), lkmm "
                         "(the kernel's model on the store side: stores to different words reach memory in any "
-                        "order the code's barriers allow; loads in order; docs/memory-models.md), or arch "
+                        "order the code's barriers allow; loads in order; docs/memory-models.md) or arch "
                         "(the port's: tso for x86, s390x and sparc64; lkmm for ppc, arm and mips)")
     g.add_argument("--drop-barrier", action="append", default=[], choices=list(BARRIERS), metavar="NAME",
                    help=f"with --memory-model tso or lkmm: run that site without its barrier "
