@@ -210,10 +210,12 @@ def test_dpor_equals_dfs_under_lkmm(chunk):
                     "each again: python tests/support/progs.py --model lkmm SEED", pytrace=False)
 
 
-@pytest.mark.parametrize("scenario", ["pagetable-reuse"])
-@pytest.mark.parametrize("protocol", ["keyhole", "refcount"])
+@pytest.mark.parametrize("scenario, protocol", [("pagetable-reuse", "keyhole"), ("pagetable-reuse", "refcount"),
+                                                ("stale-node", "refcount")])
 @pytest.mark.parametrize("arch", ["x86_64", "ppc64"])
 def test_builtin_scenarios_clean_under_lkmm(scenario, protocol, arch):
+    """The rest (stale-node keyhole, merge: minutes each) by
+    python3 tools/bench_models.py --arch x86_64 --arch ppc64 --protocol keyhole --protocol refcount."""
     r = explore(SCENARIOS[scenario], resolve(arch=arch), protocol=protocol, memory_model="lkmm", checks=())
     assert r.complete and r.holds, r.counterexample and r.counterexample.schedule
 
@@ -296,3 +298,15 @@ def test_a_campaign_with_a_drop_its_model_keeps_is_refused(tmp_path):
                        capture_output=True, text=True, env=ENV, timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and "tso keeps spin_unlock's order" in r.stderr and r.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+
+
+def test_more_words_than_the_buffers_hold_is_an_error_not_a_finding(monkeypatch):
+    from emu.explore import lkmm
+    monkeypatch.setattr(lkmm, "MAX_WORDS", 2)
+
+    def writer(mm, env):
+        for i in range(3):
+            mm.a.store_once(_var(env, i), 4, 1)
+    sc = Scenario("three-words", [("P0", writer), ("P1", lambda mm, env: None)], extra=VARS, pages=8)
+    with pytest.raises(RuntimeError, match="more than 2 words"):
+        explore(sc, memory_model="lkmm", checks=())

@@ -100,9 +100,10 @@ class WordBuffers:
         slots = self.words[p]
         slot = slots.get(word)
         if slot is None:
-            if len(slots) >= MAX_WORDS:
-                raise RuntimeError(f"CPU #{p} stored to more than {MAX_WORDS} words in one execution: "
-                                   "raise emu.explore.lkmm.MAX_WORDS")
+            if len(slots) >= MAX_WORDS:  # the explorer's limit, not the kernel code's fault: no finding
+                self.run.fatal = RuntimeError(f"CPU #{p} stored to more than {MAX_WORDS} words in one execution "
+                                              "under lkmm: raise emu.explore.lkmm.MAX_WORDS")
+                self.run._end()
             slot = slots[word] = len(slots)
         self.stored[p] += 1
         seq = self.stored[p]
