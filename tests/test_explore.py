@@ -194,6 +194,7 @@ def test_state_file_holds_the_counterexample(tmp_path):
     (["explore", "--cpu", "ksmd=1", "--cpu", "ksmd=2"], "given twice"),
     (["explore", "--all", "--scenario", "merge"], "--all runs pagetable-reuse over the hazard matrix"),
     (["explore", "--all", "--minimize"], "--all runs --scenario pagetable-reuse"),
+    (["explore", "--all", "--memory-model", "tso", "--drop-barrier", "zone_lock"], "--all runs --scenario pagetable-reuse"),
     (["explore", "--max-mem", "5"], "--max-mem goes with --all"),
     (["explore", "--time-limit", "-1"], "--time-limit"),
     (["explore", "--arch", "i386", "--page-offset", "0xdead4ead00000000"], "does not fit"),

@@ -140,9 +140,9 @@ def _check_flags(args: argparse.Namespace) -> None:
                           or args.keep_going or args.minimize or args.strategy != "dpor"):
         raise UserError("--barriers makes its own table (dpor, tso and lkmm, each barrier dropped in turn); "
                         "it takes --time-limit, --protocol and the config flags only")
-    if args.all and (args.state or args.minimize or args.keep_going or args.trace):
+    if args.all and (args.state or args.minimize or args.keep_going or args.trace or args.drop_barrier):
         raise UserError("--all runs --scenario pagetable-reuse over the hazard matrix; "
-                        "it takes none of --state, --minimize, --keep-going, --trace")
+                        "it takes none of --state, --minimize, --keep-going, --trace, --drop-barrier")
     if s in SAMPLING and args.schedules is None and args.time_limit is None:
         args.schedules = ENDLESS_DEFAULT
     _check_overwrite(args)
