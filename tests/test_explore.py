@@ -203,7 +203,7 @@ def test_state_file_holds_the_counterexample(tmp_path):
     (["replay", "ksmx1:stale-node:magic:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0"], "unknown protocol"),
     (["replay", "ksmx1:stale-node:keyhole:vax/2.6.33:ksmd=0,reclaim=1,allocator=2:0"], "bad config"),
     (["replay", "ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0:0"], "scenario stale-node has"),
-    (["replay", "ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:7x3"], "roles are 0..2"),
+    (["replay", "ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:7x3"], "choices are 0..2"),
     (["replay", "ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x3"], "schedule ends"),
     (["replay", "ksmx1:stale-node:keyhole:x86_64/2.6.33:ksmd=0,reclaim=1,allocator=2:0x900"], "not enabled"),
 ])

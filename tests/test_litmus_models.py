@@ -437,3 +437,14 @@ def test_operational_tso_equals_axiomatic_x86_tso(endian: str, monkeypatch):
     monkeypatch.setattr(lkmm_engine, "check", _tso_check)
     for path in ALL_SUPPORTED:
         assert _state_counts(path, "lkmm", endian) == tso_states[path], path.stem
+
+
+@pytest.mark.parametrize("model", ["sc", "tso", "explore-lkmm"])
+def test_an_operational_search_past_its_bound_is_one_line_and_exit_2(model, monkeypatch, capsys):
+    """A test beyond MAX_STATES (here lowered to 5) is refused in one line, not run out of memory."""
+    from emu.litmus import operational
+    monkeypatch.setattr(operational, "MAX_STATES", 5)
+    path = LITMUS / "kernel" / "SB+poonceonces.litmus"
+    assert main(["litmus", "--model", model, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"more than 5 machine states under {model}" in err

@@ -95,9 +95,10 @@ def _choices(where: str, v: Any, known: list[str] | tuple[str, ...]) -> list[str
 
 def _explore_jobs(sec: dict) -> list[dict]:
     from ..explore.agree import allocator_cpu
+    from ..explore.api import _cpus as role_cpus
     from ..explore.scenarios import SCENARIOS
     from ..explore.strategies import MAX_DEPTH, SAMPLING, STRATEGIES
-    from ..explore.tso import for_arch, parse_model
+    from ..explore.tso import check_cpus, for_arch, parse_model
 
     configs = [_config(f"explore.configs[{i}]", c) for i, c in enumerate(_list("explore.configs", sec.get("configs"),
                                                                                  [{}]))]
@@ -127,7 +128,7 @@ def _explore_jobs(sec: dict) -> list[dict]:
     if strategy in SAMPLING and schedules is None and time_limit is None:
         raise SpecError(f"explore: strategy {strategy} never runs out of schedules; give schedules or time_limit")
     _bounded("explore", len(configs) * len(protocols) * len(scenarios) * len(models) * len(seeds))
-    jobs = []
+    jobs, seen = [], {}
     for c, p, sc, model, seed in itertools.product(configs, protocols, scenarios, models, seeds):
         roles = SCENARIOS[sc].role_names
         bad = set(cpus) - set(roles)
@@ -146,13 +147,21 @@ def _explore_jobs(sec: dict) -> list[dict]:
             job["depth"] = depth
         if time_limit is not None:  # only when given: a job's identity is unchanged otherwise
             job["time_limit"] = time_limit
-        model = for_arch(model, cfg.arch)  # "arch": the port's own, per config
+        resolved = for_arch(model, cfg.arch)  # "arch": the port's own, per config
         try:
-            parse_model(model)
+            base = parse_model(resolved)[0]
         except ValueError as e:
-            raise SpecError(f"explore.memory_models in {c}: {e}") from None
-        if model != "sc":  # likewise: an sc job is the same job as before memory models
-            job["memory_model"] = model
+            raise SpecError(f"explore.memory_models: {model} on {json.dumps(c)} is {resolved}: {e}") from None
+        try:
+            check_cpus(base, role_cpus(SCENARIOS[sc], cfg, job_cpus))
+        except ValueError as e:
+            raise SpecError(f"explore: {sc} on {json.dumps(c)}: {e}") from None
+        if resolved != "sc":  # likewise: an sc job is the same job as before memory models
+            job["memory_model"] = resolved
+        key = json.dumps(job, sort_keys=True)
+        if key in seen and "arch" in (model.split("/")[0], seen[key].split("/")[0]):
+            continue  # "arch" and the model it is on this config: one job (other repeats are refused below)
+        seen.setdefault(key, model)
         jobs.append(job)
     return jobs
 

@@ -51,6 +51,9 @@ def check_row(label: str, cfg: Config, max_mem: int | None = None, cpu: int | No
     except MachineError as e:  # the address map leaves no room for the machine
         row.update(dynamic=f"n/a: {e}", agree="n/a")
         return row
+    except ValueError as e:  # under tso or lkmm: the allocator on ksmd's or reclaim's CPU
+        row.update(dynamic=f"n/a: {e}", agree="n/a")
+        return row
     kinds = {f.kind for f in r.counterexample.findings} if r.counterexample else set()
     if r.counterexample is None:
         row["dynamic"] = (f"clean ({r.schedules_explored} schedules, complete)" if r.complete else

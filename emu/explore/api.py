@@ -42,6 +42,7 @@ from .sched import Proc, Runner, Strategy
 from .schedule import Schedule
 from .stop import Stop, Stopped, Watchdog, catching
 from .strategies import ENDLESS_DEFAULT, SAMPLING, Replay, exhaustive, make
+from .tso import check_cpus as check_model_cpus
 from .tso import for_arch, model_name, parse_model
 from .validate import check_cpus, check_explore, check_replay, checks_of
 
@@ -317,7 +318,9 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
-    memory_model = model_name(*parse_model(model_name(for_arch(memory_model, cfg.arch), frozenset(drop_barriers))))
+    memory_model = model_name(*parse_model(model_name(for_arch(memory_model, cfg.arch), frozenset(drop_barriers)),
+                                           allow_arch=True))
+    check_model_cpus(parse_model(memory_model)[0], cpu_map)  # ValueError: two roles on one CPU under tso
     nprocs *= choices_per_role(parse_model(memory_model)[0])  # and store buffers' flushes
     strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
     if schedules is None and time_limit is None and strategy in SAMPLING:

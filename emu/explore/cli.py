@@ -23,11 +23,12 @@ from ..cliutil import (
 from ..kconfig import KERNELS, ConfigError
 from ..machfile import MachineError
 from ..mm.protocol import PROTOCOLS
+from .api import _cpus as _role_cpus
 from .dpor import Nondeterminism
 from .schedule import MAGIC, MAGIC_MODEL, ScheduleError
 from .stop import Stop, catching
 from .strategies import ENDLESS_DEFAULT, MAX_DEPTH, SAMPLING, STRATEGIES
-from .tso import BARRIERS, MODELS, for_arch, model_name, parse_model
+from .tso import BARRIERS, MODELS, check_cpus, for_arch, model_name, parse_model
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -230,14 +231,16 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.all:
         return _explore_all(args, cpus)
     cfg = config_from_args(args, kernel=args.kernel or KERNELS[-1])
-    args.memory_model = for_arch(args.memory_model, cfg.arch)  # "arch": the port's own model
-    try:
-        parse_model(model_name(args.memory_model, frozenset(args.drop_barrier)))
-    except ValueError as e:
-        raise UserError(str(e)) from None
     for role, cpu in cpus.items():
         if not 0 <= cpu < cfg.nr_cpus:
             raise UserError(f"--cpu {role}={cpu}: CPU ids are 0..{cfg.nr_cpus - 1} (NR_CPUS={cfg.nr_cpus})")
+    asked, args.memory_model = args.memory_model, for_arch(args.memory_model, cfg.arch)  # "arch": the port's
+    try:
+        base = parse_model(model_name(args.memory_model, frozenset(args.drop_barrier)))[0]
+        check_cpus(base, _role_cpus(scenario, cfg, cpus))
+    except ValueError as e:
+        port = f" (--memory-model arch on {cfg.arch.name} is {args.memory_model})" if asked == "arch" else ""
+        raise UserError(f"{e}{port}") from None
     from ..hazard import DirectMapError, analyse
     from .validate import check_explore
 

@@ -32,7 +32,7 @@ from ..mm.kfunc import kernel_function
 from .access import GhostMem, SchedMem
 from .lkmm import WordBuffers, choices_per_role
 from .stop import Stop, Stopped
-from .tso import FENCED, STORES, StoreBuffers, TsoMem, parse_model
+from .tso import FENCED, STORES, StoreBuffers, TsoMem, check_cpus, parse_model
 
 START = ("start", 0, 0, False)
 RMWS = frozenset(("cas", "xchg", "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero", "cas_relaxed",
@@ -146,6 +146,7 @@ class Runner:
     def __init__(self, world: object, procs: list[Proc], max_steps: int = 200_000,
                  checks: frozenset = frozenset(), stop: Stop | None = None, model: str = "sc") -> None:
         base, dropped = parse_model(model)  # ValueError for an unknown model or barrier
+        check_cpus(base, {p.name: p.cpu for p in procs})
         self.world, self.procs, self.max_steps = world, procs, max_steps
         self.checks = checks
         self.stop = stop or Stop()

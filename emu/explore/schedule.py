@@ -1,7 +1,7 @@
 """A counterexample as one string: what to run and the CPU chosen at each step.
 
     ksmx1:SCENARIO:PROTOCOL:CONFIG:CPUS:STEPS          (sequential consistency)
-    ksmx2:SCENARIO:PROTOCOL:CONFIG:MODEL:CPUS:STEPS    (any memory model: sc, tso,
+    ksmx2:SCENARIO:PROTOCOL:CONFIG:MODEL:CPUS:STEPS    (any memory model: sc, tso, lkmm,
                                                         tso/-BARRIER... with barriers dropped)
 
 CONFIG is the arch and kernel and what differs from their defaults, joined
@@ -9,8 +9,10 @@ by "/" (+OPTION, -OPTION, nr=N, split=N, po=PAGE_OFFSET, mm=MEM_MAP); CPUS
 names every role's emulated CPU (ksmd=0,reclaim=1,allocator=3); STEPS is the
 run-length encoded choice per step, by the role's position in the scenario
 (0x12.2x3.1: role 0 for 12 steps, role 2 for 3, role 1 for 1); under tso,
-N + i is a flush of role i's store buffer, N the number of roles. Only shell-safe
-characters, so it pastes as one argument.
+N + i is a flush of the store buffer of role i's CPU, N the number of roles;
+under lkmm N * (1 + k) + i flushes the oldest store to the k-th word that
+CPU stored to (emu.explore.lkmm). Only shell-safe characters, so it pastes
+as one argument.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from ..kconfig import Config, ConfigError, ConfigRequest
 from .lkmm import choices_per_role
-from .tso import parse_model
+from .tso import check_cpus, parse_model
 
 MAGIC = "ksmx1"
 MAGIC_MODEL = "ksmx2"  # with the memory model; sc strings keep the first form
@@ -89,7 +91,8 @@ def decode_steps(text: str, nprocs: int) -> tuple[int, ...]:
             raise ScheduleError(f"bad step run {run[:40]!r}{'...' * (len(run) > 40)}: want ROLE or ROLExCOUNT")
         c, n = int(m.group(1)), int(m.group(2) or 1)
         if c >= nprocs or n < 1:
-            raise ScheduleError(f"bad step run {run!r}: roles are 0..{nprocs - 1}, counts at least 1")
+            raise ScheduleError(f"bad step run {run!r}: choices are 0..{nprocs - 1} (roles, then store "
+                                f"buffers' flushes), counts at least 1")
         if len(out) + n > 10_000_000:
             raise ScheduleError("schedule longer than 10,000,000 steps")
         out.extend([c] * n)
@@ -129,5 +132,9 @@ def decode(text: str, roles_of: dict[str, list[str]]) -> Schedule:
     if sorted(cpus) != sorted(roles):
         raise ScheduleError(f"the CPU assignment names {', '.join(cpus) or 'no role'}; scenario "
                             f"{scenario} has {', '.join(roles)}")
+    try:
+        check_cpus(parse_model(model)[0], cpus)
+    except ValueError as e:
+        raise ScheduleError(str(e)) from None
     nchoices = len(roles) * choices_per_role(parse_model(model)[0])  # and the store buffers' flushes
     return Schedule(scenario, protocol, cfg, cpus, decode_steps(steps, nchoices), model)

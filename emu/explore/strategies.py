@@ -138,7 +138,7 @@ class Replay(Strategy):
                                  f"{', '.join(f'#{q}' for q in enabled)} can still run: not this scenario's schedule")
         q = self.choices[i]
         if q not in enabled:
-            raise Nondeterminism(f"step {i}: the schedule runs CPU #{q}, which is not enabled "
+            raise Nondeterminism(f"step {i}: the schedule runs choice {q}, which is not enabled "
                                  f"(enabled: {enabled}): not this scenario's schedule")
         return q
 

@@ -67,17 +67,22 @@ PORTS = {"i386": "tso", "x86_64": "tso", "s390x": "tso", "sparc64": "tso",
 
 def for_arch(text: str, arch: object) -> str:
     """"arch" (or "arch/-zone_lock") as the model of that arch's port (an Arch or its name)."""
+    if not isinstance(text, str):
+        raise TypeError(f"memory model must be a string such as \"tso\", not {text!r}")
     base, sep, rest = text.partition("/")
     return PORTS[getattr(arch, "name", arch)] + sep + rest if base == "arch" else text
 
 
 def parse_model(text: str, allow_arch: bool = False) -> tuple[str, frozenset[str]]:
-    """"tso" or "tso/-zone_lock/-get_page_unless_zero": the model and the barriers dropped."""
+    """"tso" or "tso/-zone_lock/-get_page_unless_zero": the model and the barriers
+    dropped. With `allow_arch`, "arch" too (resolved per config by for_arch,
+    which checks its drops against the model it becomes)."""
+    if not isinstance(text, str):
+        raise TypeError(f"memory model must be a string such as \"tso\", not {text!r}")
     base, *drops = text.split("/")
-    if base == "arch" and allow_arch:  # resolved per config (for_arch); its drops are checked then
-        return base, frozenset(d[1:] for d in drops)
-    if base not in MODELS:
-        raise ValueError(f"unknown memory model {base!r}; choose from {', '.join(MODELS)}")
+    known = (*MODELS, "arch") if allow_arch else MODELS
+    if base not in known:
+        raise ValueError(f"unknown memory model {base!r}; choose from {', '.join(known)}")
     names = set()
     for d in drops:
         name = d[1:] if d.startswith("-") else None
@@ -85,6 +90,8 @@ def parse_model(text: str, allow_arch: bool = False) -> tuple[str, frozenset[str
             raise ValueError(f"unknown barrier {d!r} in memory model {text!r}; the barriers: "
                              f"{', '.join('-' + b for b in BARRIERS)}")
         names.add(name)
+    if base == "arch":
+        return base, frozenset(names)
     if names and base == "sc":
         raise ValueError(f"{text!r}: barriers are dropped under tso or lkmm; sc orders everything anyway")
     kept = sorted(names - set(DROPPABLE.get(base, ())))
@@ -93,6 +100,18 @@ def parse_model(text: str, allow_arch: bool = False) -> tuple[str, frozenset[str
                          f"the barriers {base} can drop: {', '.join(DROPPABLE[base])}")
     return base, frozenset(names)
 
+
+def check_cpus(base: str, cpus: dict[str, int]) -> None:
+    """Under tso and lkmm each role has a CPU of its own: the store buffers are
+    per role, so two tasks on one CPU would not see each other's buffered stores
+    (and would show what one CPU cannot, SB's r0 = r1 = 0)."""
+    if base == "sc":
+        return
+    for c in sorted(set(cpus.values())):
+        names = [r for r, x in cpus.items() if x == c]
+        if len(names) > 1:
+            raise ValueError(f"under {base} each role needs a CPU of its own (store buffers are per role): "
+                             f"{' and '.join(names)} share CPU {c}")
 
 
 def model_name(base: str, dropped: frozenset[str] | set[str] | tuple = ()) -> str:

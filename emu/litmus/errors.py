@@ -1,4 +1,4 @@
-"""The two ways a litmus file is refused, each a one-line message."""
+"""The ways a litmus file is refused, each a one-line message."""
 
 from __future__ import annotations
 
@@ -31,3 +31,7 @@ class UnsupportedConstruct(LitmusError):
         self.reason = reason
         where = f"{filename}:{line}:{col}" if col else f"{filename}:{line}"
         super().__init__(f"{where}: unsupported construct {name}" + (f" ({reason})" if reason else ""))
+
+
+class TooBig(LitmusError):
+    """A test whose state space is beyond an engine's bound (operational.MAX_STATES)."""

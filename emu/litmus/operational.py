@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .ast import LitmusTest
+from .errors import TooBig
 from .events import (
     Byte,
     Choice,
@@ -49,6 +50,9 @@ from .events import (
     final_state,
 )
 
+# states one exploration may visit: the kernel's tests need at most a few hundred; a
+# test with many stores per location can need millions, each a dict of the memory
+MAX_STATES = 200_000
 Writer = tuple[int, object]  # (proc, event id); (-1, loc) for the initial value
 Cell = tuple[str, int]
 
@@ -62,6 +66,7 @@ class Machine:
     def __init__(self, test: LitmusTest, layout: Layout, model: str) -> None:
         self.test = test
         self.layout = layout
+        self.model = model
         self.tso = model in ("tso", "explore-lkmm")  # store buffers
         self.relaxed = model == "explore-lkmm"  # ... whose stores may pass each other
         self.seen: set[object] = set()
@@ -91,6 +96,9 @@ class Machine:
                tuple(sorted(co.items())))
         if key in self.seen:
             return
+        if len(self.seen) >= MAX_STATES:
+            raise TooBig(f"more than {MAX_STATES:,} machine states under {self.model}: too big for the "
+                         "operational engines (lkmm, the axiomatic one, may still decide it)")
         self.seen.add(key)
         moved = False
         for i, r in enumerate(runs):

@@ -889,7 +889,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         try:
             params = BARRIER_PARAMS if args.model == "lkmm" else PARAMS
-            v = compare(replace(random_prog(random.Random(seed), params), model=args.model), 20000)
+            prog = random_prog(random.Random(seed), params)
+            if args.model != "sc":  # store buffers are per role: each on a CPU of its own
+                prog = replace(prog, cpus=None)
+            v = compare(replace(prog, model=args.model), 20000)
         except TooBig as e:
             print(f"seed {seed}: skipped, {e} for brute force\n")
             continue
