@@ -6,7 +6,6 @@ differential check on generated programs with locks, trylocks, spinning,
 failed cas, mixed sizes and branches (tests/support/progs.py), and the
 smallest failing programs met on the way, kept by name."""
 
-import dataclasses
 import itertools
 import os
 import random
@@ -202,20 +201,8 @@ TSO_PROGRAMS = int(os.environ.get("KSM_EMU_DPOR_TSO_PROGRAMS", "60"))  # brute f
 def test_dpor_equals_dfs_under_tso(chunk):
     """The same comparison with x86-TSO's store buffers (emu.explore.tso): every
     flush a scheduling choice of its own, forwarded loads, draining RMWs."""
-    want, failed, skipped, done = TSO_PROGRAMS // 2, [], [], 0
-    for seed in itertools.count(10_000 + chunk, 2):
-        if done >= want:
-            break
-        # each role on a CPU of its own: tso's store buffers are per role (emu.explore.tso.check_cpus)
-        prog = dataclasses.replace(progs.random_prog(random.Random(seed)), model="tso", cpus=None)
-        try:
-            v = progs.compare(prog, DFS_CAP)
-        except progs.TooBig:
-            skipped.append(seed)
-            continue
-        done += 1
-        if not v.ok:
-            failed.append((seed, v))
+    want = TSO_PROGRAMS // 2
+    failed, skipped = progs.weak_differential(itertools.count(10_000 + chunk, 2), want, "tso", cap=DFS_CAP)
     assert len(skipped) <= want, f"seeds {skipped}: too big for brute force under tso"
     if failed:
         pytest.fail("\n\n".join(v.report(seed) for seed, v in failed[:3]) + f"\n\nseeds {[s for s, _ in failed]}",

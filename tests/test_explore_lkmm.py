@@ -6,11 +6,10 @@ engines (the same machine on the kernel's litmus tests lies between TSO and
 LKMM), against brute force on generated programs with barriers, and with
 the release of spin_unlock dropped."""
 
-import dataclasses
 import glob
+import itertools
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -21,30 +20,10 @@ from emu.explore.scenarios import SCENARIOS
 from emu.kconfig import resolve
 from emu.litmus.models import run
 from emu.litmus.parse import parse_file
-from emu.machine import RegionSpec
 from tests.support import progs
+from tests.support.litmus_scenarios import VARS, mp, sb, var
 
-VARS = (RegionSpec("vars", 4096),)
 HERE = os.path.dirname(__file__)
-
-
-def _var(env, i):
-    return env.world.machine.region("vars").offset + 8 * i
-
-
-def _mp(order):
-    """data = 1; `order`; flag = 1 || r0 = flag; r1 = data."""
-    def writer(mm, env):
-        mm.a.store_once(_var(env, 0), 4, 1)
-        if order == "wmb":
-            mm.a.smp_wmb()
-        (mm.a.store_release if order == "release" else mm.a.store_once)(_var(env, 1), 4, 1)
-
-    def reader(mm, env):
-        env.data["flag"] = mm.a.load_once(_var(env, 1), 4)
-        env.data["data"] = mm.a.load_once(_var(env, 0), 4)
-    return Scenario(f"MP+{order}", [("P0", writer), ("P1", reader)], extra=VARS, pages=8,
-                    observe=lambda env: (env.data["flag"], env.data["data"]))
 
 
 def _outcomes(sc, model, strategy="dpor", cfg=None, drop=()):
@@ -55,24 +34,13 @@ def _outcomes(sc, model, strategy="dpor", cfg=None, drop=()):
 
 @pytest.mark.parametrize("strategy", ["dpor", "dfs"])
 def test_message_passing_needs_a_write_barrier_under_lkmm(strategy):
-    assert _outcomes(_mp("po"), "tso", strategy) == {(0, 0), (0, 1), (1, 1)}
-    assert _outcomes(_mp("po"), "lkmm", strategy) == {(0, 0), (0, 1), (1, 1), (1, 0)}  # flag passed data
-    assert _outcomes(_mp("wmb"), "lkmm", strategy) == {(0, 0), (0, 1), (1, 1)}
-    assert _outcomes(_mp("release"), "lkmm", strategy) == {(0, 0), (0, 1), (1, 1)}
+    assert _outcomes(mp("po"), "tso", strategy) == {(0, 0), (0, 1), (1, 1)}
+    assert _outcomes(mp("po"), "lkmm", strategy) == {(0, 0), (0, 1), (1, 1), (1, 0)}  # flag passed data
+    assert _outcomes(mp("wmb"), "lkmm", strategy) == {(0, 0), (0, 1), (1, 1)}
+    assert _outcomes(mp("release"), "lkmm", strategy) == {(0, 0), (0, 1), (1, 1)}
 
 
 def test_store_buffering_and_its_fence_under_lkmm():
-    def p(me, other, fence):
-        def run_(mm, env):
-            mm.a.store_once(_var(env, me), 4, 1)
-            if fence:
-                mm.a.smp_mb()
-            env.data[me] = mm.a.load_once(_var(env, other), 4)
-        return run_
-
-    def sb(fence):
-        return Scenario("SB", [("P0", p(0, 1, fence)), ("P1", p(1, 0, fence))], extra=VARS, pages=8,
-                        observe=lambda env: (env.data[0], env.data[1]))
     assert _outcomes(sb(False), "lkmm") == {(0, 0), (0, 1), (1, 0), (1, 1)}
     assert _outcomes(sb(True), "lkmm") == {(0, 1), (1, 0), (1, 1)}
 
@@ -82,14 +50,14 @@ def test_two_plus_two_writes_under_lkmm_only():
     stores ends last; under lkmm both first stores can (x = 1 and y = 1)."""
     def p(first, second):
         def run_(mm, env):
-            mm.a.store_once(_var(env, first[0]), 4, first[1])
-            mm.a.store_once(_var(env, second[0]), 4, second[1])
+            mm.a.store_once(var(env, first[0]), 4, first[1])
+            mm.a.store_once(var(env, second[0]), 4, second[1])
         return run_
 
     def finals(model):
         sc = Scenario("2+2W", [("P0", p((0, 1), (1, 2))), ("P1", p((1, 1), (0, 2)))], extra=VARS, pages=8,
-                      observe=lambda env: (env.world.kernel_mem.load(_var(env, 0), 4),
-                                           env.world.kernel_mem.load(_var(env, 1), 4)))
+                      observe=lambda env: (env.world.kernel_mem.load(var(env, 0), 4),
+                                           env.world.kernel_mem.load(var(env, 1), 4)))
         return _outcomes(sc, model)
     assert (1, 1) not in finals("sc") | finals("tso")
     assert (1, 1) in finals("lkmm")
@@ -103,12 +71,12 @@ def test_stores_to_one_word_stay_in_order(arch, order):
     assert cfg.byte_order == order
 
     def writer(mm, env):
-        mm.a.store_once(_var(env, 0), 4, 0x11)
-        mm.a.store_once(_var(env, 0) + 4, 4, 0x22)
-        mm.a.store_once(_var(env, 1), 4, 0x33)
+        mm.a.store_once(var(env, 0), 4, 0x11)
+        mm.a.store_once(var(env, 0) + 4, 4, 0x22)
+        mm.a.store_once(var(env, 1), 4, 0x33)
 
     def reader(mm, env):
-        env.data["w"] = mm.a.load_once(_var(env, 0), 8)
+        env.data["w"] = mm.a.load_once(var(env, 0), 8)
     sc = Scenario("halves", [("P0", writer), ("P1", reader)], extra=VARS, pages=8, observe=lambda env: env.data["w"])
     lo, hi = (0x11, 0x22 << 32) if order == "little" else (0x11 << 32, 0x22)
     assert _outcomes(sc, "lkmm", cfg=cfg) == {0, lo, lo | hi}  # never the second half alone
@@ -141,11 +109,11 @@ def test_the_outcome_checks_catch_a_broken_model(monkeypatch, broken):
     from emu.explore import lkmm
     if broken == "wmb orders nothing":
         monkeypatch.setattr(lkmm.WordBuffers, "wmb", lambda self, p: None)
-        assert (1, 0) in _outcomes(_mp("wmb"), "lkmm")
+        assert (1, 0) in _outcomes(mp("wmb"), "lkmm")
     elif broken == "release orders nothing":
         put = lkmm.WordBuffers.put
         monkeypatch.setattr(lkmm.WordBuffers, "put", lambda self, *a, release=False: put(self, *a))
-        assert (1, 0) in _outcomes(_mp("release"), "lkmm")
+        assert (1, 0) in _outcomes(mp("release"), "lkmm")
     else:  # a store follows nothing: put keeps no order
         put = lkmm.WordBuffers.put
 
@@ -153,7 +121,7 @@ def test_the_outcome_checks_catch_a_broken_model(monkeypatch, broken):
             put(self, p, *a, **kw)
             self.after[(p, self.stored[p])] = ()
         monkeypatch.setattr(lkmm.WordBuffers, "put", unordered)
-        assert (1, 0) in _outcomes(_mp("wmb"), "lkmm") and (1, 0) in _outcomes(_mp("release"), "lkmm")
+        assert (1, 0) in _outcomes(mp("wmb"), "lkmm") and (1, 0) in _outcomes(mp("release"), "lkmm")
 
 
 def test_explore_lkmm_lies_between_tso_and_lkmm_on_the_litmus_corpus():
@@ -191,20 +159,8 @@ LKMM_PROGRAMS = int(os.environ.get("KSM_EMU_DPOR_LKMM_PROGRAMS", "40"))
 def test_dpor_equals_dfs_under_lkmm(chunk):
     """DPOR against brute force on generated programs with smp_wmb and release
     stores, under lkmm: the same end states and the same Mazurkiewicz traces."""
-    want, failed, skipped, done = LKMM_PROGRAMS // 2, [], [], 0
-    for seed in range(20_000 + chunk, 10**9, 2):
-        if done >= want:
-            break
-        prog = dataclasses.replace(progs.random_prog(random.Random(seed), progs.BARRIER_PARAMS), model="lkmm",
-                                   cpus=None)  # each role a CPU of its own (store buffers are per role)
-        try:
-            v = progs.compare(prog, 20_000)
-        except progs.TooBig:
-            skipped.append(seed)
-            continue
-        done += 1
-        if not v.ok:
-            failed.append((seed, v))
+    want = LKMM_PROGRAMS // 2
+    failed, skipped = progs.weak_differential(itertools.count(20_000 + chunk, 2), want, "lkmm", progs.BARRIER_PARAMS)
     assert len(skipped) <= want, f"seeds {skipped}: too big for brute force under lkmm"
     if failed:
         pytest.fail("\n\n".join(v.report(seed) for seed, v in failed[:3]) + f"\n\nseeds {[s for s, _ in failed]}; "
@@ -308,7 +264,7 @@ def test_more_words_than_the_buffers_hold_is_an_error_not_a_finding(monkeypatch)
 
     def writer(mm, env):
         for i in range(3):
-            mm.a.store_once(_var(env, i), 4, 1)
+            mm.a.store_once(var(env, i), 4, 1)
     sc = Scenario("three-words", [("P0", writer), ("P1", lambda mm, env: None)], extra=VARS, pages=8)
     with pytest.raises(RuntimeError, match="more than 2 words"):
         explore(sc, memory_model="lkmm", checks=())

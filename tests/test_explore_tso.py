@@ -10,46 +10,14 @@ import sys
 
 import pytest
 
-from emu.explore import Scenario, explore, replay
+from emu.explore import explore, replay
 from emu.explore.scenarios import SCENARIOS
 from emu.kconfig import resolve
-from emu.machine import RegionSpec
 from emu.mm.mem import KernelAtomics
+from tests.support.litmus_scenarios import litmus, mp, sb, var
 
-VARS = (RegionSpec("vars", 4096),)
 EMU = [sys.executable, "-m", "emu.cli"]
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-
-
-def _var(env, i):
-    return env.world.machine.region("vars").offset + 8 * i
-
-
-def _litmus(name, *roles, observe):
-    return Scenario(name, [(f"P{i}", r) for i, r in enumerate(roles)], extra=VARS, pages=8,
-                    observe=lambda env: observe(env.data))
-
-
-def _sb(fence):
-    def p(me, other):
-        def run(mm, env):
-            mm.a.store_once(_var(env, me), 4, 1)
-            if fence:
-                mm.a.smp_mb()
-            env.data[me] = mm.a.load_once(_var(env, other), 4)
-        return run
-    return _litmus("SB", p(0, 1), p(1, 0), observe=lambda d: (d[0], d[1]))
-
-
-def _mp():
-    def writer(mm, env):
-        mm.a.store_once(_var(env, 0), 4, 1)  # data
-        mm.a.store_once(_var(env, 1), 4, 1)  # flag
-
-    def reader(mm, env):
-        env.data["flag"] = mm.a.load_once(_var(env, 1), 4)
-        env.data["data"] = mm.a.load_once(_var(env, 0), 4)
-    return _litmus("MP", writer, reader, observe=lambda d: (d["flag"], d["data"]))
 
 
 def _outcomes(sc, model, strategy="dpor", cfg=None):
@@ -60,22 +28,22 @@ def _outcomes(sc, model, strategy="dpor", cfg=None):
 
 @pytest.mark.parametrize("strategy", ["dpor", "dfs"])
 def test_store_buffering_only_under_tso(strategy):
-    assert _outcomes(_sb(False), "sc", strategy) == {(0, 1), (1, 0), (1, 1)}
-    assert _outcomes(_sb(False), "tso", strategy) == {(0, 0), (0, 1), (1, 0), (1, 1)}
-    assert _outcomes(_sb(True), "tso", strategy) == {(0, 1), (1, 0), (1, 1)}  # smp_mb forbids (0, 0)
+    assert _outcomes(sb(False), "sc", strategy) == {(0, 1), (1, 0), (1, 1)}
+    assert _outcomes(sb(False), "tso", strategy) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert _outcomes(sb(True), "tso", strategy) == {(0, 1), (1, 0), (1, 1)}  # smp_mb forbids (0, 0)
 
 
 def test_locked_rmw_is_a_full_barrier_under_tso():
     def p(me, other):
         def run(mm, env):
-            mm.a.xchg(_var(env, me), 4, 1)  # x86 xchg: locked, drains the buffer
-            env.data[me] = mm.a.load_once(_var(env, other), 4)
+            mm.a.xchg(var(env, me), 4, 1)  # x86 xchg: locked, drains the buffer
+            env.data[me] = mm.a.load_once(var(env, other), 4)
         return run
-    assert (0, 0) not in _outcomes(_litmus("SB+xchg", p(0, 1), p(1, 0), observe=lambda d: (d[0], d[1])), "tso")
+    assert (0, 0) not in _outcomes(litmus("SB+xchg", p(0, 1), p(1, 0), observe=lambda d: (d[0], d[1])), "tso")
 
 
 def test_message_passing_holds_under_tso():
-    assert _outcomes(_mp(), "tso") == {(0, 0), (0, 1), (1, 1)}  # never flag 1, data 0
+    assert _outcomes(mp(), "tso") == {(0, 0), (0, 1), (1, 1)}  # never flag 1, data 0
 
 
 @pytest.mark.parametrize("arch, order", [("x86_64", "little"), ("ppc64", "big")])
@@ -84,15 +52,15 @@ def test_store_forwarding_is_per_byte(arch, order):
     then loads all 8: it sees its own buffered half and memory's other half.
     P1 stores the other half: without its flush P0 reads 0 there; with it, P1's."""
     def p0(mm, env):
-        mm.a.store(_var(env, 0), 4, 0x11223344)
-        env.data["p0"] = mm.a.load(_var(env, 0), 8)
+        mm.a.store(var(env, 0), 4, 0x11223344)
+        env.data["p0"] = mm.a.load(var(env, 0), 8)
 
     def p1(mm, env):
-        mm.a.store(_var(env, 0) + 4, 4, 0x55667788)
+        mm.a.store(var(env, 0) + 4, 4, 0x55667788)
     mine = (0x11223344).to_bytes(4, order)
     other = (0x55667788).to_bytes(4, order)
     want = {int.from_bytes(mine + bytes(4), order), int.from_bytes(mine + other, order)}
-    sc = _litmus("forward", p0, p1, observe=lambda d: d["p0"])
+    sc = litmus("forward", p0, p1, observe=lambda d: d["p0"])
     assert _outcomes(sc, "tso", cfg=resolve(arch)) == want
     assert _outcomes(sc, "sc", cfg=resolve(arch)) == want
 

@@ -318,10 +318,11 @@ def explore(scenario: Scenario, cfg: Config | None = None, *, protocol: str = "k
     cfg = cfg or resolve()
     cpu_map = _cpus(scenario, cfg, cpus)
     nprocs = len(scenario.roles)
-    memory_model = model_name(*parse_model(model_name(for_arch(memory_model, cfg.arch), frozenset(drop_barriers)),
-                                           allow_arch=True))
-    check_model_cpus(parse_model(memory_model)[0], cpu_map)  # ValueError: two roles on one CPU under tso
-    nprocs *= choices_per_role(parse_model(memory_model)[0])  # and store buffers' flushes
+    base, dropped = parse_model(model_name(for_arch(memory_model, cfg.arch), frozenset(drop_barriers)),
+                                allow_arch=True)
+    memory_model = model_name(base, dropped)
+    check_model_cpus(base, cpu_map)  # ValueError: two roles on one CPU under tso or lkmm
+    nprocs *= choices_per_role(base)  # and store buffers' flushes
     strat = make(strategy, nprocs, seed=seed, depth=depth, bound=preemption_bound)
     if schedules is None and time_limit is None and strategy in SAMPLING:
         schedules = ENDLESS_DEFAULT

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .tso import BARRIERS, BUFFER_BASE
+from .tso import StoreBuffers
 
 if TYPE_CHECKING:
     from .sched import Runner
@@ -47,12 +47,13 @@ def choices_per_role(base: str) -> int:
     return {"tso": 2, "lkmm": 1 + MAX_WORDS}.get(base, 1)
 
 
-class WordBuffers:
-    """Every CPU's buffered stores: per word a FIFO, with what each must follow."""
+class WordBuffers(StoreBuffers):
+    """Every CPU's buffered stores: per word a FIFO, with what each must follow.
+    `q` keeps them in program order for store forwarding (StoreBuffers.load)."""
 
     def __init__(self, runner: Runner, byte_order: str, dropped: frozenset[str] = frozenset()) -> None:
-        self.run, self.order, self.n = runner, byte_order, runner.n
-        self.dropped = frozenset(BARRIERS[b][0] for b in dropped)
+        super().__init__(runner, byte_order, dropped)
+        self.n = runner.n
         self.reset()
 
     def reset(self) -> None:
@@ -62,22 +63,11 @@ class WordBuffers:
         self.after: dict[tuple[int, int], tuple[int, ...]] = {}  # (p, seq) -> the seqs it must follow
         self.words: list[dict[int, int]] = [{} for _ in range(n)]  # word -> slot
         self.stored = [0] * n
-        self.epoch = [0] * n  # smp_wmb()s so far
         self.current: list[list[int]] = [[] for _ in range(n)]  # seqs since the last wmb or fence
         self.before: list[tuple[int, ...]] = [() for _ in range(n)]  # ... and the group before that wmb
         self.since_fence: list[list[int]] = [[] for _ in range(n)]
         self.pending: list[set[int]] = [set() for _ in range(n)]
         self._heads: list | None = []  # flushable()'s answer until the buffers change
-
-    def slot(self, p: int, k: int) -> int:
-        """The virtual byte of CPU p's k-th store (1-based), as under tso."""
-        return BUFFER_BASE - (p << 24) - k
-
-    def next_slot(self, p: int) -> int:
-        return self.slot(p, self.stored[p] + 1)
-
-    def nonempty(self, p: int) -> bool:
-        return bool(self.q[p])
 
     def fence_reads(self, p: int) -> list[int]:
         """The bytes a fence of p reads (every store since its previous fence,
@@ -94,8 +84,7 @@ class WordBuffers:
             self.current[p] = []
 
     def put(self, p: int, off: int, size: int, value: int, release: bool = False) -> None:
-        if not -(1 << 8 * size - 1) <= value < 1 << 8 * size:  # as the accessor refuses it, not cut to fit
-            raise OverflowError(f"{value} does not fit a {size}-byte field")
+        value = self.fitted(value, size)
         word = off >> 3
         slots = self.words[p]
         slot = slots.get(word)
@@ -109,7 +98,7 @@ class WordBuffers:
         seq = self.stored[p]
         # a release follows every store since the fence; any other the group before the last wmb
         self.after[(p, seq)] = tuple(self.before[p]) + tuple(self.current[p]) if release else self.before[p]
-        entry = [off, size, value & ((1 << 8 * size) - 1), seq, slot]
+        entry = [off, size, value, seq, slot]
         self.q[p].append(entry)
         self.fifo[p].setdefault(slot, []).append(entry)
         self.current[p].append(seq)
@@ -148,13 +137,3 @@ class WordBuffers:
         b = self.slot(p, seq)
         return [(off, off + size, True), (b, b + 1, True),
                 *((self.slot(p, s), self.slot(p, s) + 1, False) for s in self.after[(p, seq)])]
-
-    def load(self, p: int, off: int, size: int, signed: bool) -> int:
-        hits = [e for e in self.q[p] if e[0] < off + size and off < e[0] + e[1]]
-        if not hits:
-            return self.run.kmem.load(off, size, signed)
-        raw = bytearray(self.run.world.machine.mm[off:off + size])
-        for o, s, v, _, _ in hits:  # program order: the newest store to a byte wins
-            lo, hi = max(o, off), min(o + s, off + size)
-            raw[lo - off:hi - off] = v.to_bytes(s, self.order)[lo - o:hi - o]
-        return int.from_bytes(raw, self.order, signed=signed)

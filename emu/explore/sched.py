@@ -35,9 +35,8 @@ from .stop import Stop, Stopped
 from .tso import FENCED, STORES, StoreBuffers, TsoMem, check_cpus, parse_model
 
 START = ("start", 0, 0, False)
-RMWS = frozenset(("cas", "xchg", "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero", "cas_relaxed",
-                  "xchg_relaxed", "fetch_add_relaxed", "fetch_or_relaxed", "fetch_and_relaxed",
-                  "atomic_inc_not_zero_relaxed"))
+_RMW_OPS = ("cas", "xchg", "fetch_add", "fetch_or", "fetch_and", "atomic_inc_not_zero")
+RMWS = frozenset((*_RMW_OPS, *(op + "_relaxed" for op in _RMW_OPS)))  # _relaxed: its barrier dropped
 
 
 

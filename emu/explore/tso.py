@@ -168,10 +168,15 @@ class StoreBuffers:
     def flush(self, choice: int) -> list:
         return self.flush_one(choice - self.run.n)
 
-    def put(self, p: int, off: int, size: int, value: int, release: bool = False) -> None:
-        if not -(1 << 8 * size - 1) <= value < 1 << 8 * size:  # as the accessor refuses it, not cut to fit
+    @staticmethod
+    def fitted(value: int, size: int) -> int:
+        """The bytes a store of `value` writes: as the accessor refuses a value too wide, not cut to fit."""
+        if not -(1 << 8 * size - 1) <= value < 1 << 8 * size:
             raise OverflowError(f"{value} does not fit a {size}-byte field")
-        self.q[p].append((off, size, value & ((1 << 8 * size) - 1)))
+        return value & ((1 << 8 * size) - 1)
+
+    def put(self, p: int, off: int, size: int, value: int, release: bool = False) -> None:
+        self.q[p].append((off, size, self.fitted(value, size)))
         self.stored[p] += 1
 
     def flush_one(self, p: int) -> list:
@@ -184,11 +189,11 @@ class StoreBuffers:
 
     def load(self, p: int, off: int, size: int, signed: bool) -> int:
         q = self.q[p]
-        hits = [(o, s, v) for o, s, v in q if o < off + size and off < o + s]
+        hits = [e for e in q if e[0] < off + size and off < e[0] + e[1]]
         if not hits:
             return self.run.kmem.load(off, size, signed)
         raw = bytearray(self.run.world.machine.mm[off:off + size])
-        for o, s, v in hits:  # oldest first: the newest store to a byte wins
+        for o, s, v, *_ in hits:  # oldest first: the newest store to a byte wins
             lo, hi = max(o, off), min(o + s, off + size)
             raw[lo - off:hi - off] = v.to_bytes(s, self.order)[lo - o:hi - o]
         return int.from_bytes(raw, self.order, signed=signed)

@@ -869,6 +869,27 @@ def shrink(prog: Prog, fails: Callable[[Prog], bool], budget: float = 120.0) -> 
     return prog
 
 
+def weak_differential(seeds, want: int, model: str, params: Params = PARAMS,
+                      cap: int = 20_000) -> tuple[list, list]:
+    """DPOR against brute force on `want` programs drawn from `seeds` under a store-buffer
+    model, each role on a CPU of its own (the buffers are per role: emu.explore.tso.check_cpus).
+    (failed (seed, Verdict) pairs, skipped seeds: too big for brute force)."""
+    failed, skipped, done = [], [], 0
+    for seed in seeds:
+        if done >= want:
+            break
+        prog = replace(random_prog(random.Random(seed), params), model=model, cpus=None)
+        try:
+            v = compare(prog, cap)
+        except TooBig:
+            skipped.append(seed)
+            continue
+        done += 1
+        if not v.ok:
+            failed.append((seed, v))
+    return failed, skipped
+
+
 def check_seed(seed: int, params: Params = PARAMS, cap: int | None = None) -> Verdict:
     """The generated program of `seed`, compared."""
     return compare(random_prog(random.Random(seed), params), cap)
